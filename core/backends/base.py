@@ -1,0 +1,74 @@
+"""The one interface every LLM backend offers, and the one streaming loop behind it.
+
+A backend implements ``stream_message``; ``send_message`` (with ``on_progress``) is
+derived here once, so no backend copies the streaming loop.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Self
+
+from core.errors import ChatGPTError
+from core.types import ChatResponse, ProgressCallback
+
+
+class Backend(ABC):
+    """An LLM that answers a message hanging under ``parent_message_id``."""
+
+    @abstractmethod
+    def stream_message(
+        self,
+        text: str,
+        *,
+        conversation_id: str | None = None,
+        parent_message_id: str | None = None,
+        message_id: str | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[ChatResponse]:
+        """Yield partial answers (full text so far); the last one has ``done=True``."""
+
+    async def send_message(
+        self,
+        text: str,
+        *,
+        conversation_id: str | None = None,
+        parent_message_id: str | None = None,
+        message_id: str | None = None,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> ChatResponse:
+        final: ChatResponse | None = None
+        async for partial in self.stream_message(
+            text,
+            conversation_id=conversation_id,
+            parent_message_id=parent_message_id,
+            message_id=message_id,
+            timeout=timeout,
+        ):
+            if partial.done:
+                final = partial
+            if on_progress is not None:
+                result = on_progress(partial)
+                if inspect.isawaitable(result):
+                    await result
+        if final is None:
+            raise ChatGPTError("the backend's stream ended without a final answer")
+        return final
+
+    async def aclose(self) -> None:
+        """Release connections and processes; safe to call twice."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
