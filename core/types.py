@@ -44,3 +44,24 @@ class StoredMessage:
     text: str
     token_count: int = 0
     extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeHead:
+    """Where a chat scope's next turn hangs, and which backend produced it."""
+
+    conversation_id: str
+    parent_message_id: str
+    backend: str
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One finished exchange, committed by the store in one transaction."""
+
+    bot: str
+    scope_key: str
+    backend: str
+    user: StoredMessage
+    assistant: StoredMessage
+    links: list[tuple[str, str, str]]  # (chat id, platform message id, message id)

@@ -1,0 +1,157 @@
+"""The terminal as a chat platform: stdin lines in, streamed answers out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import sys
+import threading
+from typing import TextIO
+
+from core.chat_service import ChatService, Outcome
+from core.incoming import IncomingMessage
+
+PLATFORM = "console"
+
+
+class ConsoleSink:
+    """Prints the answer as it grows; only the new part of each update is written."""
+
+    def __init__(self, out: TextIO, err: TextIO | None = None, prefix: str = "") -> None:
+        self._out = out
+        self._err = err or out
+        self._prefix = prefix
+        self._printed = ""
+        self._started = False
+
+    def _write(self, text: str) -> None:
+        if not self._started:
+            self._started = True
+            self._out.write(self._prefix)
+        if text.startswith(self._printed):
+            self._out.write(text[len(self._printed) :])
+        else:  # the backend rewrote earlier text (rare): start a fresh line
+            self._out.write("\n" + text)
+        self._printed = text
+        self._out.flush()
+
+    async def update(self, text: str) -> None:
+        self._write(text)
+
+    async def complete(self, text: str) -> list[str]:
+        self._write(text)
+        self._out.write("\n")
+        self._out.flush()
+        return []
+
+    async def error(self, text: str) -> None:
+        if self._started:
+            self._out.write("\n")
+            self._out.flush()
+        self._err.write(f"error: {text}\n")
+        self._err.flush()
+
+
+def console_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers
+        return "local"
+
+
+def console_message(bot: str, text: str, chat_id: str = "terminal") -> IncomingMessage:
+    return IncomingMessage(
+        platform=PLATFORM,
+        bot=bot,
+        chat_id=chat_id,
+        user_id=console_user(),
+        text=text,
+        is_direct=True,
+    )
+
+
+class _LineReader:
+    """stdin lines delivered to the event loop from a daemon thread.
+
+    A daemon thread (not the loop's executor) because a thread blocked in
+    ``readline`` must not hold up interpreter exit after Ctrl-C.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self._loop = asyncio.get_running_loop()
+        threading.Thread(target=self._run, name="parley-stdin", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                line = self._stream.readline()
+                if not line:
+                    break
+                self._loop.call_soon_threadsafe(self._queue.put_nowait, line)
+        except (OSError, ValueError):
+            pass
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                self._loop.call_soon_threadsafe(self._queue.put_nowait, None)
+
+    async def readline(self) -> str | None:
+        return await self._queue.get()
+
+
+class ConsoleAdapter:
+    """An interactive terminal chat through the shared chat service."""
+
+    def __init__(
+        self,
+        service: ChatService,
+        *,
+        stdin: TextIO | None = None,
+        stdout: TextIO | None = None,
+        stderr: TextIO | None = None,
+        interactive: bool | None = None,
+    ) -> None:
+        self.service = service
+        self._in = stdin or sys.stdin
+        self._out = stdout or sys.stdout
+        self._err = stderr or sys.stderr
+        self._interactive = self._in.isatty() if interactive is None else interactive
+
+    def _say(self, text: str) -> None:
+        if self._interactive:
+            self._out.write(text)
+            self._out.flush()
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Chat until end of input (Ctrl-D) or until ``stop`` is set."""
+        reader = _LineReader(self._in)
+        self._say(
+            f"parley: chatting with backend '{self.service.policy.backend}'. "
+            "/help for commands, Ctrl-D to quit.\n"
+        )
+        stop = stop or asyncio.Event()
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                self._say("you> ")
+                reading = asyncio.ensure_future(reader.readline())
+                await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not reading.done():
+                    reading.cancel()
+                    break
+                line = reading.result()
+                if line is None:
+                    self._say("\n")
+                    break
+                if not line.strip():
+                    continue
+                msg = console_message(self.service.policy.name, line.rstrip("\n"))
+                prefix = "bot> " if self._interactive else ""
+                sink = ConsoleSink(self._out, self._err, prefix=prefix)
+                outcome = await self.service.handle(msg, sink)
+                if outcome is Outcome.IGNORED:
+                    continue
+        finally:
+            stopping.cancel()

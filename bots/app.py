@@ -1,0 +1,148 @@
+"""The application: the store, the backends and one chat service per bot."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Self
+
+from bots.backends import build_backend
+from bots.config import BotConfig, ParleyConfig, database_url
+from bots.errors import StartupError
+from core.backends.base import Backend
+from core.chat_service import ChatService
+from core.incoming import BotPolicy
+from core.store.sql import SQLStore
+from migrations.runner import upgrade
+
+log = logging.getLogger(__name__)
+
+
+def policy_for(bot: BotConfig, backend: str) -> BotPolicy:
+    def ids(values: list[str | int]) -> frozenset[str]:
+        return frozenset(str(v) for v in values)
+
+    return BotPolicy(
+        name=bot.name,
+        backend=backend,
+        scope=bot.scope,
+        group_trigger=bot.group_trigger,
+        allowed_users=ids(bot.allowed_users),
+        allowed_chats=ids(bot.allowed_chats),
+        allowed_guilds=ids(bot.allowed_guilds),
+        allowed_roles=ids(bot.allowed_roles),
+        admins=ids(bot.admins),
+    )
+
+
+class App:
+    """Owns every long-lived resource; ``async with App(config)`` opens and closes them."""
+
+    def __init__(self, config: ParleyConfig) -> None:
+        self.config = config
+        self.url = database_url(config)
+        self._store: SQLStore | None = None
+        self._backends: dict[str, Backend] = {}
+
+    @property
+    def store(self) -> SQLStore:
+        if self._store is None:
+            raise RuntimeError("App is not open")
+        return self._store
+
+    async def __aenter__(self) -> Self:
+        try:
+            await upgrade(self.url)
+        except Exception as exc:
+            raise StartupError(
+                f"cannot open the database ({type(exc).__name__}): check database.url"
+            ) from exc
+        self._store = SQLStore(self.url)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        backends, self._backends = list(self._backends.values()), {}
+        for backend in backends:
+            with contextlib.suppress(Exception):
+                await backend.aclose()
+        if self._store is not None:
+            await self._store.aclose()
+            self._store = None
+
+    def backend(self, name: str) -> Backend:
+        if name not in self.config.backends:
+            known = ", ".join(sorted(self.config.backends))
+            raise StartupError(f"no backend named {name!r} (backends defined: {known})")
+        if name not in self._backends:
+            self._backends[name] = build_backend(self.config.backends[name], history=self.store)
+        return self._backends[name]
+
+    def service(self, bot: BotConfig, backend: str | None = None) -> ChatService:
+        name = backend or self.config.backend_for(bot)
+        return ChatService(
+            policy=policy_for(bot, name), backend=self.backend(name), store=self.store
+        )
+
+
+def install_stop_signals(stop: asyncio.Event) -> Callable[[], None]:
+    """SIGINT/SIGTERM set ``stop``; returns a function that removes the handlers."""
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
+            pass
+
+    def remove() -> None:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+    return remove
+
+
+async def run_bots(app: App, stop: asyncio.Event) -> None:
+    """Run every configured bot until ``stop`` is set or all of them finish."""
+    from adapters.console import ConsoleAdapter
+
+    runners: list[Awaitable[None]] = []
+    for bot in app.config.bots:
+        if bot.platform == "console":
+            runners.append(ConsoleAdapter(app.service(bot)).run(stop))
+        else:
+            raise StartupError(
+                f"bot {bot.name!r}: the {bot.platform} adapter is not available in this "
+                "version of parley yet"
+            )
+    if not runners:
+        raise StartupError("no bots are configured (bots: is empty)")
+    tasks = [asyncio.ensure_future(r) for r in runners]
+    stopping = asyncio.ensure_future(stop.wait())
+    pending = set(tasks)
+    try:
+        # A console bot ends at end of input; the others run until stopped.
+        while pending and not stop.is_set():
+            done, _ = await asyncio.wait(pending | {stopping}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done - {stopping}:
+                pending.discard(task)
+                error = task.exception()
+                if error is not None:
+                    raise error
+    finally:
+        stopping.cancel()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

