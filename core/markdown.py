@@ -20,7 +20,8 @@ _PARSER = MarkdownIt("commonmark").enable(["table", "strikethrough"])
 
 def to_plain_text(md: str) -> str:
     """The text of ``md`` without Markdown syntax."""
-    blocks: list[tuple[str, bool]] = []  # (text, belongs to a list or table)
+    blocks: list[tuple[str, int | None]] = []  # (text, the list or table it is part of)
+    group = 0
     lists: list[int | None] = []  # per open list: the next number, None for bullets
     marker: str | None = None
     row: list[str] | None = None
@@ -31,10 +32,12 @@ def to_plain_text(md: str) -> str:
         prefix = marker if marker is not None else (indent + "  " if lists else "")
         marker = None
         text = text.replace("\n", "\n" + " " * len(prefix)) if prefix else text
-        blocks.append((prefix + text, bool(lists) or row is not None))
+        blocks.append((prefix + text, group if lists or row is not None else None))
 
     for token in _PARSER.parse(md):
         kind = token.type
+        if kind in ("bullet_list_open", "ordered_list_open", "table_open") and not lists:
+            group += 1
         if kind == "bullet_list_open":
             lists.append(None)
         elif kind == "ordered_list_open":
@@ -65,12 +68,12 @@ def to_plain_text(md: str) -> str:
             emit("")  # an empty item still shows its marker
 
     out: list[str] = []
-    previous_in_group = False
-    for text, in_group in blocks:
+    previous: int | None = None
+    for text, block_group in blocks:
         if out:
-            out.append("\n" if in_group and previous_in_group else "\n\n")
+            out.append("\n" if block_group is not None and block_group == previous else "\n\n")
         out.append(text)
-        previous_in_group = in_group
+        previous = block_group
     return "".join(out).strip("\n")
 
 

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     import asyncio
 
     args = sys.argv[1:] if argv is None else argv
-    usage = "usage: python -m migrations.runner {upgrade|current|downgrade REV|revision MSG} URL"
+    usage = "usage: python -m migrations.runner {upgrade|current} URL | downgrade URL REV | revision URL MSG"
     if len(args) < 2:
         print(usage, file=sys.stderr)
         return 2

@@ -1,0 +1,5 @@
+"""PostgreSQL (tests/pg.py) next to SQLite for the migration tests."""
+
+from tests.pg import db_url, fresh_postgres_url, postgres_cluster, postgres_url
+
+__all__ = ["db_url", "fresh_postgres_url", "postgres_cluster", "postgres_url"]
