@@ -1,6 +1,6 @@
 """parley's platform-agnostic async core: backends, the store and the chat service."""
 
-from core.backends.chatgpt_web import ChatGPTAPI, ChatGPTConversation
+from core.backends.chatgpt_web import ChatGPTAPI, ChatGPTConversation, ModerationResult
 from core.errors import (
     ChatGPTAuthError,
     ChatGPTConnectionError,
@@ -21,4 +21,5 @@ __all__ = [
     "ChatGPTStreamError",
     "ChatGPTTimeoutError",
     "ChatResponse",
+    "ModerationResult",
 ]

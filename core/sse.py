@@ -24,11 +24,14 @@ class SSEEvent:
 class SSEParser:
     """Feed bytes as they arrive; get back every event completed so far.
 
-    UTF-8 sequences and CRLF pairs split across chunks are reassembled.
+    UTF-8 sequences and CRLF pairs split across chunks are reassembled; a leading
+    byte order mark is dropped.
     """
 
     def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        # utf-8-sig: the spec strips one leading byte order mark (even one split
+        # across chunks); a BOM later in the stream is kept as U+FEFF.
+        self._decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
         self._buffer = ""
         self._data: list[str] = []
         self._event = ""

@@ -1,11 +1,12 @@
 """Run migrations from code: no alembic.ini, the config is built here.
 
-``await upgrade(url)`` is what the app and ``parley db upgrade`` call. Each function
-opens its own engine, runs alembic on one connection inside ``run_sync`` (so it works
-from a running event loop) in one transaction, and disposes of the engine.
+``await upgrade(url)`` is what ``parley db upgrade`` and the app call (or
+``await upgrade_engine(store.engine)`` to reuse the store's engine, which an in-memory
+SQLite database needs). Alembic runs on one connection inside ``run_sync`` (so it works
+from a running event loop), in one transaction.
 
-Developers: ``python -m migrations.runner revision URL "message"`` autogenerates a new
-version against a database upgraded to head.
+Developers: ``python -m migrations.runner revision URL "message"`` autogenerates the
+next version from the models, against a database upgraded to head.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import pool
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.store.engine import make_engine
 
@@ -36,6 +39,32 @@ def make_config(url: str | None = None) -> Config:
     return config
 
 
+def upgrade_connection(connection: Connection, revision: str = "head") -> None:
+    """Upgrade on a sync connection; call it as ``await conn.run_sync(upgrade_connection)``.
+
+    The caller owns the transaction (``async with engine.begin() as conn``).
+    """
+    config = make_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+def downgrade_connection(connection: Connection, revision: str) -> None:
+    config = make_config()
+    config.attributes["connection"] = connection
+    command.downgrade(config, revision)
+
+
+def current_revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def upgrade_engine(engine: AsyncEngine, revision: str = "head") -> None:
+    """Upgrade through an existing engine (e.g. ``SQLStore.engine``), in one transaction."""
+    async with engine.begin() as conn:
+        await conn.run_sync(upgrade_connection, revision)
+
+
 async def _run(url: str, fn: Any, *args: Any) -> Any:
     engine = make_engine(url, poolclass=pool.NullPool)
     try:
@@ -45,43 +74,49 @@ async def _run(url: str, fn: Any, *args: Any) -> Any:
         await engine.dispose()
 
 
-def _upgrade(connection: Connection, url: str, revision: str) -> None:
-    config = make_config(url)
-    config.attributes["connection"] = connection
-    command.upgrade(config, revision)
-
-
-def _downgrade(connection: Connection, url: str, revision: str) -> None:
-    config = make_config(url)
-    config.attributes["connection"] = connection
-    command.downgrade(config, revision)
-
-
-def _current(connection: Connection) -> str | None:
-    return MigrationContext.configure(connection).get_current_revision()
-
-
 async def upgrade(url: str, revision: str = "head") -> None:
     """Upgrade the database at ``url`` to ``revision`` (a no-op when already there)."""
-    await _run(url, _upgrade, url, revision)
+    await _run(url, upgrade_connection, revision)
 
 
 async def downgrade(url: str, revision: str) -> None:
     """Downgrade the database at ``url`` to ``revision`` (``"base"``: drop everything)."""
-    await _run(url, _downgrade, url, revision)
+    await _run(url, downgrade_connection, revision)
 
 
 async def current(url: str) -> str | None:
     """The revision id the database is at, or None before any migration."""
-    result: str | None = await _run(url, _current)
+    result: str | None = await _run(url, current_revision)
     return result
+
+
+def revision(url: str, message: str) -> None:
+    """Autogenerate the next numbered version (0002, ...) by comparing the database at
+    ``url`` (upgrade it first) with core/store/models.py, then ruff-format it."""
+    config = make_config(url)
+    for option, value in {
+        "hooks": "ruff_fix, ruff_format",
+        "ruff_fix.type": "module",
+        "ruff_fix.module": "ruff",
+        "ruff_fix.options": "check --fix REVISION_SCRIPT_FILENAME",
+        "ruff_format.type": "module",
+        "ruff_format.module": "ruff",
+        "ruff_format.options": "format REVISION_SCRIPT_FILENAME",
+    }.items():
+        config.set_section_option("post_write_hooks", option, value)
+    heads = ScriptDirectory.from_config(config).get_heads()
+    rev_id = f"{int(heads[0]) + 1:04d}" if len(heads) == 1 and heads[0].isdigit() else None
+    command.revision(config, message=message, autogenerate=True, rev_id=rev_id)
 
 
 def main(argv: list[str] | None = None) -> int:
     import asyncio
 
     args = sys.argv[1:] if argv is None else argv
-    usage = "usage: python -m migrations.runner {upgrade|current} URL | downgrade URL REV | revision URL MSG"
+    usage = (
+        "usage: python -m migrations.runner"
+        " {upgrade URL [REV] | current URL | downgrade URL REV | revision URL MESSAGE}"
+    )
     if len(args) < 2:
         print(usage, file=sys.stderr)
         return 2
@@ -93,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     elif action == "downgrade" and rest:
         asyncio.run(downgrade(url, rest[0]))
     elif action == "revision" and rest:
-        command.revision(make_config(url), message=rest[0], autogenerate=True)
+        revision(url, rest[0])
     else:
         print(usage, file=sys.stderr)
         return 2

@@ -1,13 +1,15 @@
 """A throwaway PostgreSQL cluster for the test run.
 
-Register the fixtures in a conftest.py with
-``from tests.pg import db_url, fresh_postgres_url, postgres_cluster, postgres_url``.
-``db_url`` is parametrized: each test runs on a SQLite file and on PostgreSQL.
+Register the fixtures by importing ALL the names in ``FIXTURES`` into a conftest.py
+(``db_url`` and ``store_url`` look the others up by name), as tests/migrations does.
 One cluster serves the whole run even when several conftests register the fixtures
 (a process-wide, reference-counted cluster): initdb + start take ~2 s.
 
 - ``postgres_url`` (session): ``postgresql+asyncpg://postgres@127.0.0.1:PORT/parley_test``
-- ``fresh_postgres_url`` (function): a new, empty database per test (~0.1 s)
+- ``fresh_postgres_url`` (function): a new, empty database (~0.3 s)
+- ``migrated_postgresql_url`` (function): the session database at head, truncated (~20 ms)
+- ``db_url`` / ``store_url``: parametrized over a SQLite file and PostgreSQL: an empty
+  database (for migration tests) / a database at head with empty tables
 
 Without PostgreSQL installed the fixtures skip (``bash .ci/postgres.sh`` installs it);
 with ``PARLEY_REQUIRE_POSTGRES=1`` (CI) they fail instead.
@@ -26,8 +28,22 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
+from sqlalchemy import NullPool, text
 
+from core.store.engine import make_engine
+from migrations import runner
+
+FIXTURES = (
+    "db_url",
+    "fresh_postgres_url",
+    "migrated_postgresql_url",
+    "migrated_sqlite_url",
+    "postgres_cluster",
+    "postgres_url",
+    "store_url",
+)
 INSTALL_HINT = "PostgreSQL tests need postgresql-15: run `sudo bash .ci/postgres.sh`"
 TEST_DATABASE = "parley_test"
 
@@ -61,7 +77,6 @@ class PostgresCluster:
         self.data = self.root / "data"
         self.log = self.root / "server.log"
         self._as_user: list[str] = []
-        self._names = itertools.count(1)
         if os.geteuid() == 0:  # initdb refuses to run as root
             shutil.chown(self.root, user="postgres", group="postgres")
             self._as_user = ["runuser", "-u", "postgres", "--"]
@@ -98,8 +113,7 @@ class PostgresCluster:
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def create_database(self, name: str | None = None) -> str:
-        name = name or f"parley_test_{next(self._names)}"
+    def create_database(self, name: str) -> str:
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
         return name
 
@@ -109,6 +123,10 @@ class PostgresCluster:
 
 _cluster: PostgresCluster | None = None
 _users = 0
+_names = itertools.count(1)
+_migrated_url: str | None = None
+# Children first is not needed with CASCADE, but it documents the dependency order.
+TABLES = ("message_links", "scope_heads", "messages", "conversations")
 
 
 @pytest.fixture(scope="session")
@@ -143,14 +161,58 @@ def postgres_url(postgres_cluster: PostgresCluster) -> str:
 
 
 @pytest.fixture
-def fresh_postgres_url(postgres_cluster: PostgresCluster) -> str:
-    return postgres_cluster.url(postgres_cluster.create_database())
+async def fresh_postgres_url(postgres_cluster: PostgresCluster) -> str:
+    """A new, empty database (~0.3 s: PostgreSQL copies a template)."""
+    name = f"parley_test_{next(_names)}"
+    conn = await asyncpg.connect(
+        host="127.0.0.1", port=postgres_cluster.port, user="postgres", database="postgres"
+    )
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return postgres_cluster.url(name)
+
+
+@pytest.fixture
+async def migrated_postgresql_url(postgres_url: str) -> str:
+    """The session's database at head, its tables emptied before each test (~20 ms)."""
+    global _migrated_url
+    if _migrated_url != postgres_url:
+        await runner.upgrade(postgres_url)
+        _migrated_url = postgres_url
+    engine = make_engine(postgres_url, poolclass=NullPool)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(f"TRUNCATE {', '.join(TABLES)} CASCADE"))
+    finally:
+        await engine.dispose()
+    return postgres_url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty database: a SQLite file under tmp_path, or a fresh PostgreSQL database."""
     if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'db' / 'parley.db'}"
+        return sqlite_url(tmp_path)
     url: str = request.getfixturevalue("fresh_postgres_url")
     return url
+
+
+@pytest.fixture
+async def migrated_sqlite_url(tmp_path: Path) -> str:
+    url = sqlite_url(tmp_path)
+    await runner.upgrade(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """A database at head with empty tables: a new SQLite file, or the session's
+    PostgreSQL database truncated."""
+    url: str = request.getfixturevalue(f"migrated_{request.param}_url")
+    return url
+
+
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'db' / 'parley.db'}"

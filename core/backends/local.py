@@ -5,6 +5,13 @@ request starts llama.cpp's OpenAI-compatible server on 127.0.0.1 (a free port, a
 API key) in a worker thread, exactly once even when several requests arrive together;
 ``aclose()`` stops it, and an ``atexit`` hook stops it if nobody did. The message tree
 lives in the history store, as for any chat completions server.
+
+The base class budgets the prompt with an OpenAI tokenizer; the model's own tokenizer
+can need ~1.1x those tokens for English and ~3x for Russian or Chinese, and llama.cpp
+rejects a prompt longer than its context (HTTP 400, again on every later turn of that
+conversation). So before each request the prompt is counted exactly by the server
+(``/apply-template`` + ``/tokenize``, ~5 ms) and the oldest history is dropped until
+prompt + ``max_response_tokens`` fit ``context_size``.
 """
 
 from __future__ import annotations
@@ -13,7 +20,9 @@ import asyncio
 import os
 from typing import Any
 
-from core.backends.chat_completions import ChatCompletionsBackend
+import aiohttp
+
+from core.backends.chat_completions import ChatCompletionsBackend, PromptTooLongError
 from core.backends.llama_server import (
     INSTALL_HINT,
     LlamaServer,
@@ -22,7 +31,7 @@ from core.backends.llama_server import (
     default_model_path,
     resolve_model_path,
 )
-from core.errors import ChatGPTError
+from core.errors import ChatGPTConnectionError, ChatGPTError, ChatGPTTimeoutError
 from core.store.history import HistoryStore
 
 __all__ = ["INSTALL_HINT", "LocalBackend", "LocalModelError", "default_model_path"]
@@ -103,7 +112,83 @@ class LocalBackend(ChatCompletionsBackend):
                 # thread still finishes and LlamaServer keeps the server for the next
                 # caller (or for aclose/atexit to stop).
                 url = await asyncio.to_thread(self.server.start)
+                self.base_url = f"{url}/v1"
         return f"{url}/v1"
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        # llama.cpp's server often drops a kept-alive connection just after a streamed
+        # answer (17 of 30 reuses failed): open a fresh loopback connection per request.
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(force_close=True),
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+        return self._session
+
+    async def _build_messages(
+        self, text: str, parent_message_id: str | None
+    ) -> tuple[list[dict[str, str]], int]:
+        messages, user_tokens = await super()._build_messages(text, parent_message_id)
+        return await self._fit_context(messages), user_tokens
+
+    async def _fit_context(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        """``messages`` without the fewest oldest history messages that make it fit."""
+        limit = self.max_model_tokens - self.max_response_tokens
+        head = 1 if messages and messages[0]["role"] == "system" else 0
+        system, history, last = messages[:head], messages[head:-1], messages[-1:]
+
+        def without_oldest(count: int) -> list[dict[str, str]]:
+            return system + history[count:] + last
+
+        needed = await self._count_prompt_tokens(messages)
+        if needed <= limit:
+            return messages
+        needed = await self._count_prompt_tokens(without_oldest(len(history)))
+        if needed > limit:
+            raise PromptTooLongError(
+                f"the message is too long: with the system message it needs {needed} of the "
+                f"model's tokens, but context_size {self.max_model_tokens} - "
+                f"max_response_tokens {self.max_response_tokens} leaves room for {limit}",
+                needed=needed,
+                available=limit,
+            )
+        fits, too_long = len(history), 0  # binary search the fewest messages to drop
+        while fits - too_long > 1:
+            middle = (fits + too_long) // 2
+            if await self._count_prompt_tokens(without_oldest(middle)) <= limit:
+                fits = middle
+            else:
+                too_long = middle
+        return without_oldest(fits)
+
+    async def _count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
+        """The model's exact prompt size: its chat template, then its tokenizer."""
+        base = (await self._base_url()).removesuffix("/v1")
+        session = self._get_session()
+        headers = self._request_headers()
+        headers["Accept"] = "application/json"
+        try:
+            async with asyncio.timeout(self.timeout):
+                async with session.post(
+                    f"{base}/apply-template", json={"messages": messages}, headers=headers
+                ) as response:
+                    response.raise_for_status()
+                    prompt = (await response.json())["prompt"]
+                async with session.post(
+                    f"{base}/tokenize",
+                    json={"content": prompt, "add_special": True, "parse_special": True},
+                    headers=headers,
+                ) as response:
+                    response.raise_for_status()
+                    return len((await response.json())["tokens"])
+        except TimeoutError:
+            raise ChatGPTTimeoutError(
+                f"the embedded llama.cpp server did not count the prompt within {self.timeout:g} s"
+            ) from None
+        except (aiohttp.ClientError, OSError, LookupError, TypeError, ValueError) as exc:
+            raise ChatGPTConnectionError(
+                self._redact(f"the embedded llama.cpp server could not count the prompt: {exc}")
+            ) from exc
 
     async def start(self) -> str:
         """Start the server now instead of on the first request; returns its URL."""

@@ -71,9 +71,7 @@ class MessageRow(Base):
     __tablename__ = "messages"
 
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
-    conversation_id: Mapped[str] = mapped_column(
-        String(ID_LENGTH), ForeignKey("conversations.id")
-    )
+    conversation_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("conversations.id"))
     parent_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), ForeignKey("messages.id"))
     role: Mapped[str] = mapped_column(String(16))
     text: Mapped[str] = mapped_column(Text)
@@ -94,9 +92,7 @@ class ScopeHeadRow(Base):
 
     bot: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     scope_key: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
-    conversation_id: Mapped[str] = mapped_column(
-        String(ID_LENGTH), ForeignKey("conversations.id")
-    )
+    conversation_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("conversations.id"))
     parent_message_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("messages.id"))
     backend: Mapped[str] = mapped_column(String(ID_LENGTH))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -111,6 +107,4 @@ class MessageLinkRow(Base):
     chat_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     platform_message_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     message_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("messages.id"))
-    conversation_id: Mapped[str] = mapped_column(
-        String(ID_LENGTH), ForeignKey("conversations.id")
-    )
+    conversation_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("conversations.id"))

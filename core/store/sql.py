@@ -54,7 +54,7 @@ class SQLStore:
     the token budget (zero-token messages would otherwise walk a whole long thread).
     """
 
-    def __init__(self, url: str, *, max_history_depth: int = 10_000, **engine_kwargs: Any):
+    def __init__(self, url: str, *, max_history_depth: int = 10_000, **engine_kwargs: Any) -> None:
         self.url = url
         self.max_history_depth = max_history_depth
         self.engine: AsyncEngine = make_engine(url, **engine_kwargs)
@@ -199,9 +199,7 @@ class SQLStore:
                     "chat_id": chat_id,
                     "platform_message_id": platform_id,
                     "message_id": message_id,
-                    "conversation_id": conversation_of.get(
-                        message_id, assistant.conversation_id
-                    ),
+                    "conversation_id": conversation_of.get(message_id, assistant.conversation_id),
                 }
                 for chat_id, platform_id, message_id in turn.links
             }

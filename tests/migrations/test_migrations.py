@@ -1,0 +1,133 @@
+"""Migrations on a SQLite file and on PostgreSQL: the only way the schema is made."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from typing import Any
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import event, inspect, text
+from sqlalchemy.engine import Connection
+
+from core.store.engine import make_engine
+from core.store.models import Base
+from core.store.sql import SQLStore
+from core.types import StoredMessage
+from migrations import runner
+
+TABLES = {"conversations", "messages", "scope_heads", "message_links"}
+
+
+async def _tables(url: str) -> set[str]:
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            names = await conn.run_sync(lambda c: inspect(c).get_table_names())
+    finally:
+        await engine.dispose()
+    return set(names) - {"alembic_version"}
+
+
+async def test_upgrade_downgrade_upgrade(db_url: str) -> None:
+    assert await runner.current(db_url) is None
+
+    await runner.upgrade(db_url)
+    assert await runner.current(db_url) == "0001"
+    assert await _tables(db_url) == TABLES
+
+    await runner.downgrade(db_url, "base")
+    assert await runner.current(db_url) is None
+    assert await _tables(db_url) == set()
+
+    await runner.upgrade(db_url, "0001")
+    assert await runner.current(db_url) == "0001"
+    assert await _tables(db_url) == TABLES
+
+
+async def test_hand_written_migration_matches_the_models(db_url: str) -> None:
+    await runner.upgrade(db_url)
+    engine = make_engine(db_url)
+
+    def diff(conn: Connection) -> list[Any]:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        return list(compare_metadata(context, Base.metadata))
+
+    try:
+        async with engine.connect() as conn:
+            assert await conn.run_sync(diff) == []
+    finally:
+        await engine.dispose()
+
+
+async def test_upgrade_on_the_apps_connection_and_again_is_a_no_op(db_url: str) -> None:
+    """The app's start-up path: alembic inside run_sync, from a running event loop."""
+    engine = make_engine(db_url)
+    statements: list[str] = []
+
+    def upgrade(conn: Connection) -> None:
+        config = runner.make_config(db_url)
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+
+    try:
+        await runner.upgrade_engine(engine)
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO conversations VALUES ('c1', CURRENT_TIMESTAMP)"))
+
+        event.listen(
+            engine.sync_engine,
+            "before_cursor_execute",
+            lambda *args: statements.append(args[2]),
+        )
+        async with engine.begin() as conn:
+            await conn.run_sync(upgrade)
+        async with engine.connect() as conn:
+            count = (await conn.execute(text("SELECT count(*) FROM conversations"))).scalar()
+    finally:
+        await engine.dispose()
+
+    assert count == 1
+    assert statements, "the listener saw nothing"
+    writes = [s for s in statements if s.split()[0].upper() in {"CREATE", "DROP", "ALTER"}]
+    assert writes == []
+    assert await runner.current(db_url) == "0001"
+
+
+async def test_standalone_env_runs_its_own_event_loop(db_url: str) -> None:
+    """Without a connection env.py builds an async engine and uses asyncio.run."""
+    config = runner.make_config(db_url)
+    await asyncio.to_thread(command.upgrade, config, "head")
+    assert await runner.current(db_url) == "0001"
+    await asyncio.to_thread(command.downgrade, config, "base")
+    assert await _tables(db_url) == set()
+
+
+def test_offline_sql_for_postgresql() -> None:
+    buffer = io.StringIO()
+    config = runner.make_config("postgresql+asyncpg://u@localhost/db")
+    config.output_buffer = buffer
+    command.upgrade(config, "head", sql=True)
+    sql = buffer.getvalue()
+    for table in TABLES:
+        assert f"CREATE TABLE {table}" in sql
+    assert "TIMESTAMP WITH TIME ZONE" in sql
+
+
+def test_config_keeps_percent_signs_in_the_url() -> None:
+    url = "postgresql+asyncpg://parley:p%40ss%25@db.example/parley"
+    assert runner.make_config(url).get_main_option("sqlalchemy.url") == url
+
+
+async def test_in_memory_sqlite_upgrades_through_the_stores_engine() -> None:
+    store = SQLStore("sqlite+aiosqlite://")
+    try:
+        await runner.upgrade_engine(store.engine)
+        await store.add_messages([StoredMessage("m1", "c1", None, "user", "hi", 1)])
+        assert await store.history("m1", 10) == [StoredMessage("m1", "c1", None, "user", "hi", 1)]
+        async with store.engine.connect() as conn:
+            assert await conn.run_sync(runner.current_revision) == "0001"
+    finally:
+        await store.aclose()
