@@ -66,6 +66,7 @@ def build_backend(config: BackendConfig, *, history: HistoryStore | None) -> Bac
             "markdown": config.markdown,
             "headers": _plain(config.headers) or None,
             "debug": config.debug,
+            "max_retries": config.max_retries,
         }
         if config.user_agent:
             options["user_agent"] = config.user_agent

@@ -78,7 +78,7 @@ class ChatGPTWebConfig(_Strict):
     headers: dict[str, SecretStr] = Field(default_factory=dict)
     debug: bool = False
     model: str | None = None
-    timeout: float | None = Field(None, gt=0)
+    max_retries: int = Field(2, ge=0)  # on 429/5xx/connection errors, honouring Retry-After
 
 
 BackendConfig = Annotated[

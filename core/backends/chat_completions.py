@@ -29,7 +29,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -41,7 +41,8 @@ from tenacity import (
     retry_if_exception_type,
     stop_after_attempt,
     stop_any,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 from tenacity.stop import stop_base
 from yarl import URL
@@ -272,8 +273,9 @@ class ChatCompletionsBackend(Backend):
                         raise ChatGPTStreamError(
                             str(exc), partial_text=exc.partial_text
                         ) from exc.__cause__
+                await stream.release(deadline)  # keep the connection for the next request
             finally:
-                opened.response.close()
+                opened.response.close()  # a no-op after release()
         finally:
             self._semaphore.release()
 
@@ -378,9 +380,9 @@ class ChatCompletionsBackend(Backend):
     async def _open_with_retries(
         self, body: dict[str, Any], deadline: float, limit: float
     ) -> _Opened:
-        backoff = wait_exponential_jitter(
-            initial=self.retry_base_delay, max=self.retry_max_delay, jitter=self.retry_base_delay
-        )
+        backoff = wait_exponential(
+            multiplier=self.retry_base_delay, max=self.retry_max_delay
+        ) + wait_random(0, self.retry_base_delay)
 
         def wait(state: RetryCallState) -> float:
             outcome = state.outcome
@@ -416,7 +418,7 @@ class ChatCompletionsBackend(Backend):
         try:
             opened: _Opened = await retrying(self._attempt, url, body, deadline, limit)
         except _RetryableFailure as failure:
-            raise failure.error from failure.error.__cause__
+            raise failure.error from failure.__cause__
         return opened
 
     async def _attempt(
@@ -441,6 +443,13 @@ class ChatCompletionsBackend(Backend):
                     if response.status in _RETRY_STATUSES or response.status >= 500:
                         raise _RetryableFailure(error, retry_after)
                     raise error
+                if response.content_type == "text/html":
+                    raise ChatGPTError(
+                        f"{self._host} answered with a web page, not an event stream: is "
+                        "base_url right? OpenAI-compatible servers usually end in /v1",
+                        status_code=response.status,
+                        status_text=response.reason,
+                    )
                 stream = _AnswerStream(response, self._redact)
                 try:
                     first = await stream.next_delta()
@@ -486,6 +495,8 @@ class ChatCompletionsBackend(Backend):
                 ),
                 retry_after,
             )
+        if status == 404 and not _is_json(raw):
+            message += " (is base_url right? OpenAI-compatible servers usually end in /v1)"
         return ChatGPTError(message, status_code=status, status_text=reason), retry_after
 
 
@@ -545,6 +556,26 @@ class _AnswerStream:
             if delta:
                 self.text += delta
                 return delta
+
+    async def release(self, deadline: float) -> None:
+        """After the end of the answer: read the little left (the chunked-encoding
+        trailer) so the connection goes back to the pool instead of being dropped."""
+        if isinstance(self._events, AsyncGenerator):
+            await self._events.aclose()
+        content = self.response.content
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(min(deadline, loop.time() + 1.0)):
+                drained = 0
+                while not content.at_eof() and drained < _ERROR_BODY_LIMIT:
+                    chunk = await content.readany()
+                    if not chunk:
+                        break
+                    drained += len(chunk)
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return  # the caller closes the response, dropping the connection
+        if content.at_eof():
+            self.response.release()
 
     def _fail(self, message: str) -> ChatGPTStreamError:
         self._ended = True
@@ -644,6 +675,14 @@ def _error_detail(raw: bytes) -> str:
                 if value:
                     return json.dumps(value)[:300]
     return " ".join(text.split())[:300]
+
+
+def _is_json(raw: bytes) -> bool:
+    try:
+        json.loads(raw)
+    except ValueError:
+        return False
+    return True
 
 
 def _retry_after(headers: Any) -> float | None:

@@ -29,7 +29,8 @@ Scripting: ``script(*behaviours)`` queues ``Behaviour`` objects; each chat reque
 the next one, and once the queue is empty ``default`` (a normal answer) applies. A
 behaviour can answer with an HTTP error (``Behaviour.http_error(status, message,
 retry_after=...)``), wait before the first byte (``delay``) or between events
-(``chunk_delay``), cut the connection after n content chunks (``disconnect_after``),
+(``chunk_delay``), stall once after n content chunks (``pause_after``, ``pause``), cut
+the connection after n content chunks (``disconnect_after``),
 send a malformed event (``malformed_after``), an in-stream ``{"error": ...}`` event
 (``error_after``), end without ``[DONE]`` (``omit_done``), write the stream in tiny
 pieces so multi-byte UTF-8 characters are split across TCP writes (``write_size``), or
@@ -48,6 +49,7 @@ import asyncio
 import inspect
 import json
 import re
+import socket
 import time
 import uuid
 from collections import deque
@@ -82,8 +84,8 @@ def word_chunker(text: str) -> list[str]:
 class Behaviour:
     """What the fake does for one chat request. The defaults give a normal answer.
 
-    ``disconnect_after`` / ``malformed_after`` / ``error_after`` count content chunks
-    sent before the fault (0: right after the role chunk).
+    ``disconnect_after`` / ``malformed_after`` / ``error_after`` / ``pause_after`` count
+    content chunks sent before the fault (0: right after the role chunk).
     """
 
     status: int = 200
@@ -93,6 +95,8 @@ class Behaviour:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     chunk_delay: float = 0.0
+    pause_after: int | None = None
+    pause: float = 0.0
     reply: str | None = None
     disconnect_after: int | None = None
     malformed_after: int | None = None
@@ -144,6 +148,7 @@ class RecordedRequest:
     headers: dict[str, str]
     body: Any
     time: float
+    peer: tuple[str, int] | None = None  # the client's address: equal ports = a reused connection
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -193,11 +198,11 @@ class FakeOpenAIServer:
             app, shutdown_timeout=0.1, handler_cancellation=True, access_log=None
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1]
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        await web.SockSite(self._runner, sock).start()
         return self
 
     async def close(self) -> None:
@@ -232,6 +237,12 @@ class FakeOpenAIServer:
         """Queue behaviours for the next chat requests, in order."""
         self._queue.extend(behaviours)
 
+    def reset(self) -> None:
+        """Forget recorded requests, scripted behaviours and the concurrency peak."""
+        self.requests.clear()
+        self._queue.clear()
+        self.max_in_flight = self.in_flight
+
     @property
     def pending(self) -> int:
         """Scripted behaviours not used yet."""
@@ -257,6 +268,7 @@ class FakeOpenAIServer:
             headers=dict(request.headers),
             body=body,
             time=time.monotonic(),
+            peer=request.transport.get_extra_info("peername") if request.transport else None,
         )
         self.requests.append(recorded)
         return recorded
@@ -285,9 +297,7 @@ class FakeOpenAIServer:
             )
         scheme, _, key = header.partition(" ")
         if scheme != "Bearer" or key != self.api_key:
-            return self._error(
-                401, f"Incorrect API key provided: {key}.", code="invalid_api_key"
-            )
+            return self._error(401, f"Incorrect API key provided: {key}.", code="invalid_api_key")
         return None
 
     async def _health(self, request: web.Request) -> web.Response:
@@ -349,9 +359,7 @@ class FakeOpenAIServer:
             return self._error(400, "you must provide a model parameter", param="model")
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
-            return self._error(
-                400, "'messages' must be a non-empty array", param="messages"
-            )
+            return self._error(400, "'messages' must be a non-empty array", param="messages")
         for i, message in enumerate(messages):
             if not isinstance(message, dict) or message.get("role") not in VALID_ROLES:
                 return self._error(
@@ -469,6 +477,8 @@ class FakeOpenAIServer:
                 break
             if behaviour.chunk_delay:
                 await asyncio.sleep(behaviour.chunk_delay)
+            if behaviour.pause_after == sent:
+                await asyncio.sleep(behaviour.pause)
             await write(event({"content": pieces[sent]}))
         if not behaviour.omit_done:
             await write(event({}, behaviour.finish_reason))

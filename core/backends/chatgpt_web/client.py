@@ -67,6 +67,10 @@ class ChatGPTAPI(Backend):
     the user agent of the browser they were copied from. Extra options: ``max_retries``
     (429/5xx/connection errors before any answer byte, honouring Retry-After) and
     ``session`` (an aiohttp session to use instead of one owned by this client).
+
+    ``debug=True`` logs every request and response status on the ``core.chatgpt_web``
+    logger (set to DEBUG unless its level was configured), with tokens and cookies
+    redacted.
     """
 
     def __init__(

@@ -10,7 +10,8 @@ Two shapes reach us. The classic one sends ``data: {...}`` events whose
     {"v": "lo"}                          # same path and operation as the previous op
     {"o": "patch", "v": [{"p": "/message/status", "o": "replace", "v": "done"}]}
 
-Both end with ``data: [DONE]``. Other event names (``delta_encoding``) and payloads
+Both end with ``data: [DONE]``. Ops are recognised by their keys even without the
+``event: delta`` line. Other event names (``delta_encoding``) and payloads
 that are not objects (``"v1"``) carry nothing we need and are skipped.
 """
 
@@ -23,6 +24,7 @@ from core.errors import ChatGPTStreamError
 from core.sse import SSEEvent
 
 DONE = "[DONE]"
+_OP_KEYS = {"p", "o", "v", "c"}  # a delta op sent without ``event: delta``
 
 
 def _obj(value: Any) -> dict[str, Any]:
@@ -45,9 +47,12 @@ class AnswerStream:
         """Take one event; True if the answer text changed."""
         if self.done or event.event not in ("message", "delta"):
             return False
-        if event.data.strip() == DONE:
+        data = event.data.strip()
+        if data == DONE:
             self.done = True
             return False
+        if not data:
+            return False  # a keep-alive
         try:
             payload = json.loads(event.data)
         except ValueError as exc:
@@ -56,7 +61,7 @@ class AnswerStream:
             ) from exc
         if not isinstance(payload, dict):
             return False
-        if event.event == "delta":
+        if event.event == "delta" or ("v" in payload and payload.keys() <= _OP_KEYS):
             self._apply(payload)
             return self._read(self._doc)
         return self._read(payload)

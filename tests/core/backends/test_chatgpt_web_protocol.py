@@ -45,6 +45,15 @@ def test_delta_ops_inherit_path_and_operation() -> None:
     assert (stream.text, stream.message_id, stream.conversation_id) == ("Hello world!", "a1", "c1")
 
 
+def test_delta_ops_without_event_name_and_keep_alives() -> None:
+    stream = AnswerStream()
+    assert not stream.feed(SSEEvent(data=""))
+    assert stream.feed(classic({"p": "", "o": "add", "v": assistant("a")}))
+    assert stream.feed(classic({"p": "/message/content/parts/0", "o": "append", "v": "b"}))
+    assert stream.feed(classic({"v": "c", "c": 1}))
+    assert stream.text == "abc"
+
+
 def test_delta_patch_replace_truncate_and_remove() -> None:
     stream = AnswerStream()
     start(stream, "draft")

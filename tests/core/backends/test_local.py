@@ -42,7 +42,7 @@ def store() -> InMemoryHistoryStore:
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def backend(store: InMemoryHistoryStore) -> AsyncIterator[LocalBackend]:
     backend = LocalBackend(
-        threads=2,
+        threads=1,
         context_size=256,
         max_response_tokens=24,
         completion_params=FAST,
@@ -167,7 +167,7 @@ async def test_concurrent_first_calls_start_one_server(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(xllamacpp, "Server", counting_server)
     # parallel=2: both calls pass the concurrency limit and race to start the server.
-    backend = LocalBackend(threads=2, parallel=2, max_response_tokens=4, completion_params=FAST)
+    backend = LocalBackend(threads=1, parallel=2, max_response_tokens=4, completion_params=FAST)
     try:
         answers = await asyncio.gather(backend.send_message("Hi"), backend.send_message("Hello"))
         assert all(answer.done for answer in answers)
