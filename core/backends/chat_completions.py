@@ -453,10 +453,8 @@ class ChatCompletionsBackend(Backend):
                 stream = _AnswerStream(response, self._redact)
                 try:
                     first = await stream.next_delta()
-                except _StreamBroken as exc:
-                    if stream.text:  # pragma: no cover - first delta means no text yet
-                        raise
-                    raise _RetryableFailure(exc) from exc.__cause__
+                except _StreamBroken as exc:  # no answer text yet: worth another try
+                    raise _RetryableFailure(ChatGPTStreamError(str(exc))) from exc.__cause__
                 return _Opened(response, stream, first)
         except TimeoutError:
             if response is not None:
@@ -546,7 +544,7 @@ class _AnswerStream:
             except (aiohttp.ClientError, OSError) as exc:
                 self._ended = True
                 raise _StreamBroken(
-                    self._redact(f"the connection broke during the answer: {exc}"),
+                    self._redact(f"the connection broke during the answer: {_describe(exc)}"),
                     partial_text=self.text,
                 ) from exc
             delta = self._handle(event)
@@ -627,7 +625,7 @@ class _AnswerStream:
             raw = await self.response.read()
         except (aiohttp.ClientError, OSError) as exc:
             raise _StreamBroken(
-                self._redact(f"the connection broke during the answer: {exc}")
+                self._redact(f"the connection broke during the answer: {_describe(exc)}")
             ) from exc
         detail = _error_detail(raw) if b'"error"' in raw else ""
         if detail:
@@ -675,6 +673,12 @@ def _error_detail(raw: bytes) -> str:
                 if value:
                     return json.dumps(value)[:300]
     return " ".join(text.split())[:300]
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the server closed it mid-response"
+    return str(exc) or type(exc).__name__
 
 
 def _is_json(raw: bytes) -> bool:

@@ -38,8 +38,9 @@ send raw bytes (``raw_body``), or answer a streaming request with one JSON compl
 like a server that ignores ``stream`` (``ignore_stream``).
 
 Records: every request is appended to ``requests`` (``RecordedRequest`` with method,
-path, headers, parsed JSON ``body``, monotonic ``time``); ``chat_requests`` filters the
-chat completion ones. ``in_flight`` and ``max_in_flight`` count concurrent chat
+path, headers, parsed JSON ``body``, monotonic ``time``, client ``peer`` address);
+``chat_requests`` filters the chat completion ones; ``reset()`` forgets records and
+the script. ``in_flight`` and ``max_in_flight`` count concurrent chat
 requests (a request is in flight from arrival until its response is finished).
 """
 

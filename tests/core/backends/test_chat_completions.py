@@ -313,7 +313,8 @@ async def test_a_message_over_the_budget_alone_is_a_clear_error(server: FakeOpen
     error = caught.value
     assert isinstance(error, ChatGPTError)
     assert "too long" in str(error)
-    assert "200" in str(error) or str(error.needed) in str(error)
+    assert f"about {error.needed} tokens" in str(error)
+    assert error.needed > error.available
     assert "shorten" in error.user_message
     assert server.chat_requests == []
 
@@ -409,6 +410,13 @@ async def test_a_stream_cut_before_any_text_is_retried(
     server.script(Behaviour(disconnect_after=0))
     assert (await backend.send_message("x")).text == "Echo: x"
     assert len(server.chat_requests) == 2
+
+    server.script(*[Behaviour(disconnect_after=0)] * 4)
+    with pytest.raises(ChatGPTStreamError) as caught:
+        await backend.send_message("x")
+    assert type(caught.value) is ChatGPTStreamError
+    assert caught.value.partial_text == ""
+    assert len(server.chat_requests) == 2 + backend.max_retries + 1
 
 
 async def test_connection_refused() -> None:
