@@ -155,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         config, path = load_config(args.config)
-        setup_logging(args.verbose, secret_values(config))
+        setup_logging(args.verbose, secret_values(config), timestamps=args.command == "run")
         if args.command == "config":
             print(f"# config OK: {path or 'built-in defaults'}")
             print(

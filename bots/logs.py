@@ -36,10 +36,12 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def setup_logging(verbosity: int, secrets: Iterable[str] = ()) -> None:
+def setup_logging(verbosity: int, secrets: Iterable[str] = (), *, timestamps: bool = True) -> None:
+    """``timestamps=False`` for one-shot terminal commands, where they are noise."""
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    handler.setFormatter(logging.Formatter(f"%(asctime)s {fmt}" if timestamps else fmt))
     handler.addFilter(RedactSecrets(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -16,7 +16,7 @@ from typing import Protocol
 from core.backends.base import Backend
 from core.errors import ChatGPTError
 from core.incoming import BotPolicy, IncomingMessage, ReplySink
-from core.tokens import count_tokens
+from core.tokens import count_message_tokens
 from core.types import ScopeHead, StoredMessage, Turn
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ class ChatService:
             parent_id=parent_id,
             role="user",
             text=text,
-            token_count=count_tokens(text),
+            token_count=count_message_tokens(text),
         )
         assistant = StoredMessage(
             id=final.message_id,
@@ -176,7 +176,7 @@ class ChatService:
             parent_id=user_id,
             role="assistant",
             text=final.text,
-            token_count=count_tokens(final.text),
+            token_count=count_message_tokens(final.text),
         )
         links = [(msg.chat_id, pid, assistant.id) for pid in platform_ids]
         if msg.message_id:

@@ -1,0 +1,166 @@
+"""The ``parley`` command as a user runs it: a real process, real sockets, a real database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.openai_server import Behaviour, FakeOpenAIServer
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+async def parley(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> Result:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bots.cli",
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+    )
+    out, err = await asyncio.wait_for(
+        process.communicate(stdin.encode() if stdin is not None else b""), 120
+    )
+    assert process.returncode is not None
+    return Result(process.returncode, out.decode(), err.decode())
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeOpenAIServer]:
+    async with FakeOpenAIServer(api_key="sk-cli-secret") as fake:
+        yield fake
+
+
+@pytest.fixture
+def config(tmp_path: Path, server: FakeOpenAIServer) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        f"""
+database: {{url: "sqlite+aiosqlite:///{tmp_path / "cli.db"}"}}
+default_backend: fake
+backends:
+  fake:
+    type: chat_completions
+    base_url: {server.base_url}
+    api_key: "${{FAKE_KEY}}"
+    model: test-model
+    max_retries: 0
+"""
+    )
+    return path
+
+
+async def test_ask_then_continue_sends_the_first_turn(
+    server: FakeOpenAIServer, config: Path
+) -> None:
+    env = {"FAKE_KEY": "sk-cli-secret"}
+    first = await parley("ask", "hi", "--config", str(config), env=env)
+    assert (first.code, first.out, first.err) == (0, "Echo: hi\n", "")
+    again = await parley("ask", "-c", "again", "--config", str(config), env=env)
+    assert again.code == 0 and again.out == "Echo: again\n"
+    roles = [(m["role"], m["content"]) for m in server.chat_requests[-1].messages]
+    assert roles[1:] == [("user", "hi"), ("assistant", "Echo: hi"), ("user", "again")]
+
+    # Without -c a new thread starts; the prompt may come on stdin.
+    fresh = await parley("ask", "--config", str(config), stdin="from stdin\n", env=env)
+    assert fresh.code == 0
+    assert [m["role"] for m in server.chat_requests[-1].messages] == ["system", "user"]
+
+
+async def test_ask_failure_is_one_line_and_non_zero(server: FakeOpenAIServer, config: Path) -> None:
+    server.script(Behaviour.http_error(503))
+    failed = await parley("ask", "hi", "--config", str(config), env={"FAKE_KEY": "sk-cli-secret"})
+    assert failed.code == 1
+    assert failed.out == ""
+    # The operator sees why (a log line) and what it means (the last line).
+    assert failed.err.splitlines()[-1].startswith("error: ") and "Traceback" not in failed.err
+    assert "503" in failed.err
+    assert "sk-cli-secret" not in failed.err
+
+
+async def test_unreachable_backend_and_wrong_key(server: FakeOpenAIServer, config: Path) -> None:
+    wrong = await parley("ask", "hi", "--config", str(config), env={"FAKE_KEY": "sk-wrong-key"})
+    assert wrong.code == 1 and "credentials" in wrong.err and "sk-wrong-key" not in wrong.err
+    text = config.read_text()  # noqa: ASYNC240 - a tiny local file
+    config.write_text(text.replace(server.base_url, "http://127.0.0.1:9/v1"))  # noqa: ASYNC240
+    down = await parley("ask", "hi", "--config", str(config), env={"FAKE_KEY": "k"})
+    assert down.code == 1 and "could not be reached" in down.err and "Traceback" not in down.err
+
+
+async def test_missing_variable_is_a_clear_error(config: Path) -> None:
+    result = await parley("ask", "hi", "--config", str(config))
+    assert result.code == 2
+    assert result.err.strip().endswith(
+        "backends.fake.api_key: environment variable FAKE_KEY is not set"
+    )
+    assert len(result.err.strip().splitlines()) == 1
+
+
+async def test_chat_reads_lines_until_end_of_input(server: FakeOpenAIServer, config: Path) -> None:
+    env = {"FAKE_KEY": "sk-cli-secret"}
+    result = await parley("chat", "--config", str(config), stdin="hello\n/help\nbye\n", env=env)
+    assert result.code == 0, result.err
+    assert "Echo: hello\n" in result.out and "/reset" in result.out and "Echo: bye\n" in result.out
+    assert len(server.chat_requests[-1].messages) == 4  # system, hello, answer, bye
+    # `parley run` with the default console bot is the same chat; history persists.
+    run = await parley("run", "--config", str(config), stdin="more\n", env=env)
+    assert run.code == 0, run.err
+    assert len(server.chat_requests[-1].messages) == 6
+    new = await parley("chat", "--new", "--config", str(config), stdin="again\n", env=env)
+    assert new.code == 0 and len(server.chat_requests[-1].messages) == 2
+
+
+async def test_config_check_redacts_and_names_bad_keys(tmp_path: Path) -> None:
+    env = {
+        "OPENAI_API_KEY": "sk-secret-openai",
+        "CHATGPT_SESSION_TOKEN": "secret-session",
+        "CHATGPT_CLEARANCE_TOKEN": "secret-clearance",
+        "DISCORD_BOT_TOKEN": "secret-discord",
+        "TELEGRAM_BOT_TOKEN": "123:secret-telegram",
+    }
+    example = REPO / "config.example.yaml"
+    ok = await parley("config", "check", "--config", str(example), env=env)
+    assert ok.code == 0, ok.err
+    assert "default_backend: openai" in ok.out
+    assert not any(secret in ok.out + ok.err for secret in env.values())
+
+    misspelt = tmp_path / "bad.yaml"
+    misspelt.write_text(example.read_text().replace("max_concurrency:", "max_concurency:"))
+    bad = await parley("config", "check", "--config", str(misspelt), env=env)
+    assert bad.code != 0
+    assert "backends.openai.max_concurency: unknown key" in bad.err
+
+
+async def test_db_upgrade_and_current(tmp_path: Path) -> None:
+    config = tmp_path / "db.yaml"
+    config.write_text(f'database: {{url: "sqlite+aiosqlite:///{tmp_path / "x.db"}"}}\n')
+    before = await parley("db", "current", "--config", str(config))
+    assert before.code == 0 and before.out.startswith("none")
+    up = await parley("db", "upgrade", "--config", str(config))
+    assert up.code == 0 and "0001" in up.out
+    after = await parley("db", "current", "--config", str(config))
+    assert after.out.strip() == "0001"
+
+
+async def test_ask_with_no_config_uses_the_embedded_model(tmp_path: Path) -> None:
+    """The newcomer's path: no config, no key, the real SmolLM2 model."""
+    result = await parley("ask", stdin="Name a color.\n")
+    assert result.code == 0, result.err
+    assert result.out.strip()
+    assert (tmp_path / "parley-home" / "parley.db").is_file()

@@ -1,0 +1,275 @@
+"""The chat service end to end: a real SQL store (SQLite and PostgreSQL), the real
+chat_completions backend, and the fake OpenAI server over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from core.backends.chat_completions import ChatCompletionsBackend
+from core.chat_service import HELP_TEXT, ChatService, Outcome
+from core.incoming import BotPolicy, IncomingMessage
+from core.store.sql import SQLStore
+from tests.fakes.openai_server import Behaviour, FakeOpenAIServer
+
+_ids = itertools.count(1000)
+
+
+class RecordingSink:
+    """A reply sink that remembers what the chat user would have seen."""
+
+    def __init__(self) -> None:
+        self.updates: list[str] = []
+        self.completed: str | None = None
+        self.errors: list[str] = []
+        self.platform_ids: list[str] = []
+        self.first_update = asyncio.Event()
+
+    async def update(self, text: str) -> None:
+        self.updates.append(text)
+        self.first_update.set()
+
+    async def complete(self, text: str) -> list[str]:
+        self.completed = text
+        self.platform_ids = [str(next(_ids))]
+        return self.platform_ids
+
+    async def error(self, text: str) -> None:
+        self.errors.append(text)
+
+
+def msg(text: str, **overrides: Any) -> IncomingMessage:
+    fields: dict[str, Any] = {
+        "platform": "test",
+        "bot": "bot",
+        "chat_id": "chat-1",
+        "user_id": "user-1",
+        "text": text,
+        "message_id": str(next(_ids)),
+        "is_direct": True,
+    }
+    fields.update(overrides)
+    return IncomingMessage(**fields)
+
+
+def counting_reply(messages: list[dict[str, Any]]) -> str:
+    """The answer says how many history messages came with the question."""
+    history = [m for m in messages if m["role"] != "system"][:-1]
+    return f"seen {len(history)} earlier: {messages[-1]['content']}"
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeOpenAIServer]:
+    async with FakeOpenAIServer(api_key="sk-test", reply=counting_reply) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[SQLStore]:
+    sql_store = SQLStore(store_url)
+    yield sql_store
+    await sql_store.aclose()
+
+
+def make_service(
+    server: FakeOpenAIServer, store: SQLStore, *, backend: str = "fake", **policy: Any
+) -> ChatService:
+    llm = ChatCompletionsBackend(
+        base_url=server.base_url,
+        api_key="sk-test",
+        model="test-model",
+        system_message="Be brief.",
+        max_retries=0,
+        timeout=10,
+        history=store,
+        save_history=False,
+    )
+    return ChatService(
+        policy=BotPolicy(name="bot", backend=backend, **policy), backend=llm, store=store
+    )
+
+
+def sent_history(server: FakeOpenAIServer, index: int = -1) -> list[tuple[str, str]]:
+    return [(m["role"], m["content"]) for m in server.chat_requests[index].messages]
+
+
+async def test_turns_chain_and_survive_a_restart(server: FakeOpenAIServer, store: SQLStore) -> None:
+    service = make_service(server, store)
+    first = RecordingSink()
+    assert await service.handle(msg("one"), first) is Outcome.ANSWERED
+    assert first.completed == "seen 0 earlier: one"
+    assert (
+        first.updates and first.updates[-1] != "" and first.completed.startswith(first.updates[0])
+    )
+    await service.handle(msg("two"), RecordingSink())
+    await service.backend.aclose()
+
+    # A new process: new store object, new backend, same database.
+    restarted_store = SQLStore(store.url)
+    try:
+        restarted = make_service(server, restarted_store)
+        sink = RecordingSink()
+        await restarted.handle(msg("three"), sink)
+        await restarted.backend.aclose()
+    finally:
+        await restarted_store.aclose()
+    assert sink.completed == "seen 4 earlier: three"
+    assert sent_history(server) == [
+        ("system", "Be brief."),
+        ("user", "one"),
+        ("assistant", "seen 0 earlier: one"),
+        ("user", "two"),
+        ("assistant", "seen 2 earlier: two"),
+        ("user", "three"),
+    ]
+
+
+async def test_failed_answer_tells_the_user_and_keeps_the_head(
+    server: FakeOpenAIServer, store: SQLStore
+) -> None:
+    service = make_service(server, store)
+    await service.handle(msg("one"), RecordingSink())
+    head = await store.get_head("bot", "test:chat:chat-1")
+    assert head is not None
+
+    server.script(Behaviour.http_error(500), Behaviour(disconnect_after=2, reply="a b c d e f"))
+    for _ in range(2):
+        sink = RecordingSink()
+        assert await service.handle(msg("lost"), sink) is Outcome.FAILED
+        assert sink.completed is None
+        assert len(sink.errors) == 1 and "try again" in sink.errors[0].lower()
+        assert "sk-test" not in sink.errors[0]
+        assert await store.get_head("bot", "test:chat:chat-1") == head
+
+    sink = RecordingSink()
+    await service.handle(msg("two"), sink)
+    assert sink.completed == "seen 2 earlier: two"
+    await service.backend.aclose()
+
+
+async def test_concurrent_messages_in_one_scope_form_one_chain(
+    server: FakeOpenAIServer, store: SQLStore
+) -> None:
+    service = make_service(server, store)
+    server.default = Behaviour(chunk_delay=0.005)
+    sinks = [RecordingSink() for _ in range(5)]
+    outcomes = await asyncio.gather(
+        *(service.handle(msg(f"q{i}"), sink) for i, sink in enumerate(sinks))
+    )
+    assert outcomes == [Outcome.ANSWERED] * 5
+    assert server.max_in_flight == 1  # one scope, one request at a time
+    # Each request carried every earlier turn: 0, 2, 4, 6, 8 history messages.
+    assert [len(r.messages) - 2 for r in server.chat_requests] == [0, 2, 4, 6, 8]
+    head = await store.get_head("bot", "test:chat:chat-1")
+    assert head is not None
+    chain = await store.history(head.parent_message_id, 10_000)
+    assert [m.role for m in chain] == ["user", "assistant"] * 5
+    assert len({m.conversation_id for m in chain}) == 1
+    await service.backend.aclose()
+
+
+async def test_other_scopes_are_answered_in_parallel(
+    server: FakeOpenAIServer, store: SQLStore
+) -> None:
+    service = make_service(server, store)
+    server.default = Behaviour(delay=0.2)
+    await asyncio.gather(
+        *(service.handle(msg("hi", chat_id=f"c{i}"), RecordingSink()) for i in range(4))
+    )
+    assert server.max_in_flight > 1
+    await service.backend.aclose()
+
+
+async def test_replying_to_an_older_answer_branches(
+    server: FakeOpenAIServer, store: SQLStore
+) -> None:
+    service = make_service(server, store)
+    a = RecordingSink()
+    await service.handle(msg("a"), a)
+    await service.handle(msg("b"), RecordingSink())
+    branch = RecordingSink()
+    await service.handle(msg("c", reply_to_message_id=a.platform_ids[0], reply_to_bot=True), branch)
+    assert sent_history(server)[1:] == [
+        ("user", "a"),
+        ("assistant", "seen 0 earlier: a"),
+        ("user", "c"),
+    ]
+    # The branch is now the scope's head.
+    await service.handle(msg("d"), RecordingSink())
+    assert [c for _, c in sent_history(server)[1:]][-3:] == ["c", "seen 2 earlier: c", "d"]
+    await service.backend.aclose()
+
+
+async def test_reset_and_commands(server: FakeOpenAIServer, store: SQLStore) -> None:
+    service = make_service(server, store)
+    await service.handle(msg("one"), RecordingSink())
+    help_sink = RecordingSink()
+    assert await service.handle(msg("/help@parley_bot"), help_sink) is Outcome.COMMAND
+    assert help_sink.completed == HELP_TEXT
+    reset = RecordingSink()
+    assert await service.handle(msg("/reset"), reset) is Outcome.COMMAND
+    assert await store.get_head("bot", "test:chat:chat-1") is None
+    unknown = RecordingSink()
+    await service.handle(msg("/frobnicate"), unknown)
+    assert unknown.completed is not None and "/help" in unknown.completed
+    assert len(server.chat_requests) == 1  # commands never reach the backend
+    sink = RecordingSink()
+    await service.handle(msg("fresh"), sink)
+    assert sink.completed == "seen 0 earlier: fresh"
+    await service.backend.aclose()
+
+
+async def test_group_trigger_and_access(server: FakeOpenAIServer, store: SQLStore) -> None:
+    mention_only = make_service(server, store)
+    group = {"is_direct": False, "chat_id": "group"}
+    assert await mention_only.handle(msg("chatter", **group), RecordingSink()) is Outcome.IGNORED
+    sink = RecordingSink()
+    assert (
+        await mention_only.handle(msg("hey bot", addresses_bot=True, **group), sink)
+        is Outcome.ANSWERED
+    )
+    always = make_service(server, store, group_trigger="always")
+    assert await always.handle(msg("chatter", **group), RecordingSink()) is Outcome.ANSWERED
+
+    private = make_service(server, store, allowed_users=frozenset({"someone-else"}))
+    denied = RecordingSink()
+    assert await private.handle(msg("let me in"), denied) is Outcome.DENIED
+    assert denied.errors and "not allowed" in denied.errors[0]
+    assert len(server.chat_requests) == 2
+    for service in (mention_only, always, private):
+        await service.backend.aclose()
+
+
+async def test_cancelled_turn_commits_nothing(server: FakeOpenAIServer, store: SQLStore) -> None:
+    service = make_service(server, store)
+    await service.handle(msg("one"), RecordingSink())
+    head = await store.get_head("bot", "test:chat:chat-1")
+    server.script(Behaviour(chunk_delay=0.5, reply="slow slow slow slow"))
+    sink = RecordingSink()
+    task = asyncio.create_task(service.handle(msg("two"), sink))
+    await asyncio.wait_for(sink.first_update.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await store.get_head("bot", "test:chat:chat-1") == head
+    after = RecordingSink()
+    await service.handle(msg("three"), after)
+    assert after.completed == "seen 2 earlier: three"
+    await service.backend.aclose()
+
+
+async def test_a_head_from_another_backend_is_not_continued(
+    server: FakeOpenAIServer, store: SQLStore
+) -> None:
+    first = make_service(server, store, backend="first")
+    await first.handle(msg("one"), RecordingSink())
+    await first.backend.aclose()
+    other = make_service(server, store, backend="second")
+    sink = RecordingSink()
+    await other.handle(msg("two"), sink)
+    assert sink.completed == "seen 0 earlier: two"
+    await other.backend.aclose()
