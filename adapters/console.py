@@ -9,7 +9,7 @@ import sys
 import threading
 from typing import TextIO
 
-from core.chat_service import ChatService, Outcome
+from core.chat_service import ChatService
 from core.incoming import IncomingMessage
 
 PLATFORM = "console"
@@ -150,8 +150,15 @@ class ConsoleAdapter:
                 msg = console_message(self.service.policy.name, line.rstrip("\n"))
                 prefix = "bot> " if self._interactive else ""
                 sink = ConsoleSink(self._out, self._err, prefix=prefix)
-                outcome = await self.service.handle(msg, sink)
-                if outcome is Outcome.IGNORED:
-                    continue
+                # Ctrl-C mid-answer stops at once; the cancelled turn commits nothing.
+                answering = asyncio.ensure_future(self.service.handle(msg, sink))
+                await asyncio.wait({answering, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not answering.done():
+                    answering.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await answering
+                    self._out.write("\n")
+                    break
+                answering.result()
         finally:
             stopping.cancel()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -164,3 +165,58 @@ async def test_ask_with_no_config_uses_the_embedded_model(tmp_path: Path) -> Non
     assert result.code == 0, result.err
     assert result.out.strip()
     assert (tmp_path / "parley-home" / "parley.db").is_file()
+
+
+async def test_chat_exits_cleanly_on_sigint(server: FakeOpenAIServer, config: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bots.cli",
+        "chat",
+        "--config",
+        str(config),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO), "FAKE_KEY": "sk-cli-secret"},
+    )
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write(b"hello\n")
+    await process.stdin.drain()
+    line = await asyncio.wait_for(process.stdout.readline(), 60)
+    assert line == b"Echo: hello\n"
+    process.send_signal(signal.SIGINT)  # stdin stays open: only the signal can end it
+    _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, err
+    assert b"Traceback" not in err
+
+
+async def test_ctrl_c_mid_answer_stops_and_keeps_the_conversation(
+    server: FakeOpenAIServer, config: Path
+) -> None:
+    env = {"FAKE_KEY": "sk-cli-secret"}
+    assert (await parley("chat", "--config", str(config), stdin="hello\n", env=env)).code == 0
+    server.script(Behaviour(chunk_delay=1.0, reply="a very slow answer that never ends"))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bots.cli",
+        "chat",
+        "--config",
+        str(config),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO), **env},
+    )
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write(b"slow please\n")
+    await process.stdin.drain()
+    assert await asyncio.wait_for(process.stdout.read(2), 60) == b"a "
+    process.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(process.communicate(), 5)  # not the 7 s of answer
+    assert process.returncode == 0 and b"Traceback" not in err
+    after = await parley("chat", "--config", str(config), stdin="next\n", env=env)
+    assert after.code == 0
+    sent = [m["content"] for m in server.chat_requests[-1].messages[1:]]
+    assert sent == ["hello", "Echo: hello", "next"]
