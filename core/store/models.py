@@ -76,7 +76,8 @@ class MessageRow(Base):
     role: Mapped[str] = mapped_column(String(16))
     text: Mapped[str] = mapped_column(Text)
     token_count: Mapped[int] = mapped_column(Integer, default=0)
-    extra: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    # SQL NULL (not JSON null) for None: an empty extra reads back without a JSON decode.
+    extra: Mapped[dict[str, str] | None] = mapped_column(JSON(none_as_null=True))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (

@@ -3,17 +3,27 @@
 The same queries run on SQLite (``sqlite+aiosqlite://``) and PostgreSQL
 (``postgresql+asyncpg://``). The schema comes from migrations (migrations/runner.py),
 never from ``metadata.create_all``.
+
+The chat service calls ``history``, ``get_head``, ``find_link`` and ``commit_turn`` on
+every turn, so their statements are built ONCE (module level, parameters as
+``bindparam``) instead of per call: building a SQLAlchemy statement, and then its cache
+key, cost more CPU than the SQLite query itself. A prebuilt statement memoizes its cache
+key, so each call is a compiled-cache hit plus parameter binding.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Integer, delete, literal, select
+from sqlalchemy import Integer, Row, Select, bindparam, delete, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql.dml import Insert
 
 from core.store.engine import make_engine
 from core.store.models import ConversationRow, MessageLinkRow, MessageRow, ScopeHeadRow, utcnow
@@ -24,27 +34,172 @@ __all__ = ["SQLStore", "ScopeHead", "Turn"]
 # Bind parameters are 32-bit integers on PostgreSQL; no budget is larger than this.
 _MAX_INT = 2**31 - 1
 
-_MESSAGE_COLUMNS = (
-    MessageRow.id,
-    MessageRow.conversation_id,
-    MessageRow.parent_id,
-    MessageRow.role,
-    MessageRow.text,
-    MessageRow.token_count,
-    MessageRow.extra,
+# -- prebuilt reads -------------------------------------------------------------------
+
+# A message's columns as selected: id, conversation, parent, role, text, tokens, extra.
+_MessageSelect = Select[str, str, str | None, str, str, int, dict[str, str] | None]
+_MessageRow = Row[str, str, str | None, str, str, int, dict[str, str] | None]
+
+
+def _select_messages() -> _MessageSelect:
+    """SELECT of a message's columns, in ``_to_messages``' unpacking order."""
+    return select(
+        MessageRow.id,
+        MessageRow.conversation_id,
+        MessageRow.parent_id,
+        MessageRow.role,
+        MessageRow.text,
+        MessageRow.token_count,
+        MessageRow.extra,
+    )
+
+
+def _history_statement() -> _MessageSelect:
+    """The chain ending at :message_id, oldest first, in one recursive query.
+
+    Walks parent ids towards the root while the running sum of ``token_count`` stays
+    within :budget, for at most :max_depth messages.
+    """
+    budget = bindparam("budget", type_=Integer)  # one parameter, used twice
+    anchor = (
+        select(
+            MessageRow.id.label("id"),
+            MessageRow.parent_id.label("parent_id"),
+            literal(1, Integer).label("depth"),
+            MessageRow.token_count.label("used"),
+        )
+        .where(MessageRow.id == bindparam("message_id"), MessageRow.token_count <= budget)
+        .cte("chain", recursive=True)
+    )
+    parent = aliased(MessageRow, name="parent")
+    used = anchor.c.used + parent.token_count
+    step = (
+        select(parent.id, parent.parent_id, anchor.c.depth + 1, used)
+        .join(anchor, parent.id == anchor.c.parent_id)
+        .where(used <= budget, anchor.c.depth < bindparam("max_depth", type_=Integer))
+    )
+    chain = anchor.union_all(step)
+    return (
+        _select_messages().join(chain, MessageRow.id == chain.c.id).order_by(chain.c.depth.desc())
+    )
+
+
+_HISTORY = _history_statement()
+
+_GET_MESSAGE = _select_messages().where(MessageRow.id == bindparam("message_id"))
+
+_FIND_LINK = (
+    _select_messages()
+    .join(MessageLinkRow, MessageLinkRow.message_id == MessageRow.id)
+    .where(
+        MessageLinkRow.bot == bindparam("bot"),
+        MessageLinkRow.chat_id == bindparam("chat_id"),
+        MessageLinkRow.platform_message_id == bindparam("platform_message_id"),
+    )
+)
+
+_GET_HEAD = select(
+    ScopeHeadRow.conversation_id, ScopeHeadRow.parent_message_id, ScopeHeadRow.backend
+).where(ScopeHeadRow.bot == bindparam("bot"), ScopeHeadRow.scope_key == bindparam("scope_key"))
+
+_RESET_HEAD = delete(ScopeHeadRow).where(
+    ScopeHeadRow.bot == bindparam("bot"), ScopeHeadRow.scope_key == bindparam("scope_key")
 )
 
 
-def _to_message(row: Any) -> StoredMessage:
-    return StoredMessage(
-        id=row.id,
-        conversation_id=row.conversation_id,
-        parent_id=row.parent_id,
-        role=cast(Role, row.role),
-        text=row.text,
-        token_count=row.token_count,
-        extra=dict(row.extra or {}),
+def _to_messages(rows: Iterable[_MessageRow]) -> list[StoredMessage]:
+    # Positional unpacking: far cheaper per row than Row attribute access by name.
+    # ``extra`` comes back decoded by the JSON type (or the asyncpg codec), or None.
+    return [
+        StoredMessage(id, conv, parent, cast(Role, role), text, tokens, extra or {})
+        for id, conv, parent, role, text, tokens, extra in rows
+    ]
+
+
+# -- prebuilt writes (the upserts are dialect-specific) -----------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Writes:
+    conversations: Insert  # insert if missing
+    messages: Insert  # upsert by id; only the content changes
+    head: Insert  # upsert by (bot, scope key)
+    links: Insert  # upsert by (bot, chat id, platform message id)
+
+
+@cache
+def _writes(dialect_name: str) -> _Writes:
+    """The upserts for one dialect, built on first use and then shared."""
+    if dialect_name == "sqlite":
+        insert: Any = sqlite.insert
+    elif dialect_name == "postgresql":
+        insert = postgresql.insert
+    else:
+        raise NotImplementedError(
+            f"parley's SQL store supports SQLite and PostgreSQL, not {dialect_name}"
+        )
+    messages = insert(MessageRow)
+    head = insert(ScopeHeadRow)
+    links = insert(MessageLinkRow)
+    return _Writes(
+        conversations=insert(ConversationRow).on_conflict_do_nothing(
+            index_elements=[ConversationRow.id]
+        ),
+        messages=messages.on_conflict_do_update(
+            index_elements=[MessageRow.id],
+            set_={
+                "text": messages.excluded.text,
+                "token_count": messages.excluded.token_count,
+                "extra": messages.excluded.extra,
+            },
+        ),
+        head=head.on_conflict_do_update(
+            index_elements=[ScopeHeadRow.bot, ScopeHeadRow.scope_key],
+            set_={
+                "conversation_id": head.excluded.conversation_id,
+                "parent_message_id": head.excluded.parent_message_id,
+                "backend": head.excluded.backend,
+                "updated_at": head.excluded.updated_at,
+            },
+        ),
+        links=links.on_conflict_do_update(
+            index_elements=[
+                MessageLinkRow.bot,
+                MessageLinkRow.chat_id,
+                MessageLinkRow.platform_message_id,
+            ],
+            set_={
+                "message_id": links.excluded.message_id,
+                "conversation_id": links.excluded.conversation_id,
+            },
+        ),
     )
+
+
+def _conversation_rows(ids: Iterable[str], now: datetime) -> list[dict[str, Any]]:
+    return [{"id": cid, "created_at": now} for cid in dict.fromkeys(ids)]
+
+
+def _message_rows(messages: Sequence[StoredMessage], now: datetime) -> list[dict[str, Any]]:
+    """Parameters for ``_Writes.messages``, deduplicated by id (last wins).
+
+    PostgreSQL refuses to update one row twice in one statement. An empty ``extra`` is
+    stored as SQL NULL, which reads back without a JSON decode.
+    """
+    rows = {
+        m.id: {
+            "id": m.id,
+            "conversation_id": m.conversation_id,
+            "parent_id": m.parent_id,
+            "role": m.role,
+            "text": m.text,
+            "token_count": m.token_count,
+            "extra": dict(m.extra) if m.extra else None,
+            "created_at": now,
+        }
+        for m in messages
+    }
+    return list(rows.values())
 
 
 class SQLStore:
@@ -71,206 +226,90 @@ class SQLStore:
         ``token_count`` would exceed ``max_tokens`` (or after ``max_history_depth``).
         """
         budget = min(max_tokens, _MAX_INT)
-        if budget < 0 or self.max_history_depth < 1:
+        depth = min(self.max_history_depth, _MAX_INT)
+        if budget < 0 or depth < 1:
             return []
-        anchor = (
-            select(
-                MessageRow.id.label("id"),
-                MessageRow.parent_id.label("parent_id"),
-                literal(1, Integer).label("depth"),
-                MessageRow.token_count.label("used"),
-            )
-            .where(MessageRow.id == message_id, MessageRow.token_count <= budget)
-            .cte("chain", recursive=True)
-        )
-        parent = aliased(MessageRow, name="parent")
-        used = anchor.c.used + parent.token_count
-        step = (
-            select(parent.id, parent.parent_id, anchor.c.depth + 1, used)
-            .join(anchor, parent.id == anchor.c.parent_id)
-            .where(used <= budget, anchor.c.depth < self.max_history_depth)
-        )
-        chain = anchor.union_all(step)
-        query = (
-            select(*_MESSAGE_COLUMNS)
-            .join(chain, MessageRow.id == chain.c.id)
-            .order_by(chain.c.depth.desc())
-        )
+        params = {"message_id": message_id, "budget": budget, "max_depth": depth}
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [_to_message(row) for row in rows]
+            rows = (await conn.execute(_HISTORY, params)).all()
+        return _to_messages(rows)
 
     async def add_messages(self, messages: list[StoredMessage]) -> None:
         """Record messages (an upsert per id), creating their conversations if missing."""
         if not messages:
             return
+        writes = _writes(self.engine.dialect.name)
+        now = utcnow()
         async with self.engine.begin() as conn:
-            await self._ensure_conversations(conn, (m.conversation_id for m in messages))
-            await self._upsert_messages(conn, messages)
+            conversations = _conversation_rows((m.conversation_id for m in messages), now)
+            await conn.execute(writes.conversations, conversations)
+            await conn.execute(writes.messages, _message_rows(messages, now))
 
     # -- the chat service's store ------------------------------------------------------
 
     async def get_head(self, bot: str, scope_key: str) -> ScopeHead | None:
-        query = select(
-            ScopeHeadRow.conversation_id, ScopeHeadRow.parent_message_id, ScopeHeadRow.backend
-        ).where(ScopeHeadRow.bot == bot, ScopeHeadRow.scope_key == scope_key)
         async with self.engine.connect() as conn:
-            row = (await conn.execute(query)).first()
+            row = (await conn.execute(_GET_HEAD, {"bot": bot, "scope_key": scope_key})).first()
         if row is None:
             return None
-        return ScopeHead(
-            conversation_id=row.conversation_id,
-            parent_message_id=row.parent_message_id,
-            backend=row.backend,
-        )
+        conversation_id, parent_message_id, backend = row
+        return ScopeHead(conversation_id, parent_message_id, backend)
 
     async def reset_head(self, bot: str, scope_key: str) -> None:
         """Forget the scope's head: its next turn starts a new conversation."""
         async with self.engine.begin() as conn:
-            await conn.execute(
-                delete(ScopeHeadRow).where(
-                    ScopeHeadRow.bot == bot, ScopeHeadRow.scope_key == scope_key
-                )
-            )
+            await conn.execute(_RESET_HEAD, {"bot": bot, "scope_key": scope_key})
 
     async def find_link(
         self, bot: str, chat_id: str, platform_message_id: str
     ) -> StoredMessage | None:
         """The stored message a platform message id maps to."""
-        query = (
-            select(*_MESSAGE_COLUMNS)
-            .join(MessageLinkRow, MessageLinkRow.message_id == MessageRow.id)
-            .where(
-                MessageLinkRow.bot == bot,
-                MessageLinkRow.chat_id == chat_id,
-                MessageLinkRow.platform_message_id == platform_message_id,
-            )
-        )
+        params = {"bot": bot, "chat_id": chat_id, "platform_message_id": platform_message_id}
         async with self.engine.connect() as conn:
-            row = (await conn.execute(query)).first()
-        return None if row is None else _to_message(row)
+            messages = _to_messages(await conn.execute(_FIND_LINK, params))
+        return messages[0] if messages else None
 
     async def get_message(self, message_id: str) -> StoredMessage | None:
-        query = select(*_MESSAGE_COLUMNS).where(MessageRow.id == message_id)
         async with self.engine.connect() as conn:
-            row = (await conn.execute(query)).first()
-        return None if row is None else _to_message(row)
+            messages = _to_messages(await conn.execute(_GET_MESSAGE, {"message_id": message_id}))
+        return messages[0] if messages else None
 
     async def commit_turn(self, turn: Turn) -> None:
         """Write a finished turn in ONE transaction: all of it, or (on error) nothing.
 
         The conversation row if missing, both messages, the scope head (now the
-        assistant message) and the platform links.
+        assistant message) and the platform links (written last).
         """
         user, assistant = turn.user, turn.assistant
+        writes = _writes(self.engine.dialect.name)
+        now = utcnow()
+        conversations = _conversation_rows((user.conversation_id, assistant.conversation_id), now)
+        messages = _message_rows((user, assistant), now)
+        head = {
+            "bot": turn.bot,
+            "scope_key": turn.scope_key,
+            "conversation_id": assistant.conversation_id,
+            "parent_message_id": assistant.id,
+            "backend": turn.backend,
+            "updated_at": now,
+        }
         conversation_of = {
             user.id: user.conversation_id,
             assistant.id: assistant.conversation_id,
         }
-        now = utcnow()
-        async with self.engine.begin() as conn:
-            insert = _insert_for(conn)
-            await self._ensure_conversations(
-                conn, (user.conversation_id, assistant.conversation_id)
-            )
-            await self._upsert_messages(conn, [user, assistant])
-            head = insert(ScopeHeadRow).values(
-                bot=turn.bot,
-                scope_key=turn.scope_key,
-                conversation_id=assistant.conversation_id,
-                parent_message_id=assistant.id,
-                backend=turn.backend,
-                updated_at=now,
-            )
-            await conn.execute(
-                head.on_conflict_do_update(
-                    index_elements=[ScopeHeadRow.bot, ScopeHeadRow.scope_key],
-                    set_={
-                        "conversation_id": head.excluded.conversation_id,
-                        "parent_message_id": head.excluded.parent_message_id,
-                        "backend": head.excluded.backend,
-                        "updated_at": head.excluded.updated_at,
-                    },
-                )
-            )
-            links = {
-                (chat_id, platform_id): {
-                    "bot": turn.bot,
-                    "chat_id": chat_id,
-                    "platform_message_id": platform_id,
-                    "message_id": message_id,
-                    "conversation_id": conversation_of.get(message_id, assistant.conversation_id),
-                }
-                for chat_id, platform_id, message_id in turn.links
+        links = {
+            (chat_id, platform_id): {
+                "bot": turn.bot,
+                "chat_id": chat_id,
+                "platform_message_id": platform_id,
+                "message_id": message_id,
+                "conversation_id": conversation_of.get(message_id, assistant.conversation_id),
             }
-            if links:
-                link = insert(MessageLinkRow)
-                await conn.execute(
-                    link.on_conflict_do_update(
-                        index_elements=[
-                            MessageLinkRow.bot,
-                            MessageLinkRow.chat_id,
-                            MessageLinkRow.platform_message_id,
-                        ],
-                        set_={
-                            "message_id": link.excluded.message_id,
-                            "conversation_id": link.excluded.conversation_id,
-                        },
-                    ),
-                    list(links.values()),
-                )
-
-    # -- helpers ------------------------------------------------------------------
-
-    @staticmethod
-    async def _ensure_conversations(conn: AsyncConnection, ids: Iterable[str]) -> None:
-        now = utcnow()
-        rows = [{"id": cid, "created_at": now} for cid in dict.fromkeys(ids)]
-        stmt = _insert_for(conn)(ConversationRow).on_conflict_do_nothing(
-            index_elements=[ConversationRow.id]
-        )
-        await conn.execute(stmt, rows)
-
-    @staticmethod
-    async def _upsert_messages(conn: AsyncConnection, messages: list[StoredMessage]) -> None:
-        """Insert messages in order; an existing id gets its content updated.
-
-        Ids are deduplicated (last wins) because PostgreSQL refuses to update one row
-        twice in one statement. Tree position (conversation, parent) never changes.
-        """
-        now = utcnow()
-        rows = {
-            m.id: {
-                "id": m.id,
-                "conversation_id": m.conversation_id,
-                "parent_id": m.parent_id,
-                "role": m.role,
-                "text": m.text,
-                "token_count": m.token_count,
-                "extra": dict(m.extra) or None,
-                "created_at": now,
-            }
-            for m in messages
+            for chat_id, platform_id, message_id in turn.links
         }
-        stmt = _insert_for(conn)(MessageRow)
-        await conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[MessageRow.id],
-                set_={
-                    "text": stmt.excluded.text,
-                    "token_count": stmt.excluded.token_count,
-                    "extra": stmt.excluded.extra,
-                },
-            ),
-            list(rows.values()),
-        )
-
-
-def _insert_for(conn: AsyncConnection) -> Any:
-    """The dialect's INSERT with ``on_conflict_do_nothing`` / ``on_conflict_do_update``."""
-    name = conn.dialect.name
-    if name == "sqlite":
-        return sqlite.insert
-    if name == "postgresql":
-        return postgresql.insert
-    raise NotImplementedError(f"parley's SQL store supports SQLite and PostgreSQL, not {name}")
+        async with self.engine.begin() as conn:
+            await conn.execute(writes.conversations, conversations)
+            await conn.execute(writes.messages, messages)
+            await conn.execute(writes.head, head)
+            if links:
+                await conn.execute(writes.links, list(links.values()))

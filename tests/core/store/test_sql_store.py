@@ -226,3 +226,38 @@ async def test_sqlite_file_uses_wal_and_foreign_keys(tmp_path: Any) -> None:
     finally:
         await store.aclose()
     assert (tmp_path / "new" / "folder" / "parley.db").exists()
+
+
+async def test_an_empty_extra_is_stored_as_sql_null(store: SQLStore) -> None:
+    """SQL NULL, not the JSON text 'null': reading it back needs no JSON decode."""
+    await store.add_messages(
+        [msg("plain", None), StoredMessage("x", "c1", None, "user", "t", 1, {"k": "v"})]
+    )
+    async with store.engine.connect() as conn:
+        nulls = (
+            (await conn.execute(select(MessageRow.id).where(MessageRow.extra.is_(None))))
+            .scalars()
+            .all()
+        )
+    assert nulls == ["plain"]
+    assert (await store.get_message("x")) == StoredMessage(
+        "x", "c1", None, "user", "t", 1, {"k": "v"}
+    )
+
+
+async def test_a_json_null_extra_reads_as_empty(store: SQLStore) -> None:
+    """Rows written before SQL NULL was used hold the JSON 'null'; they read as {}."""
+    await store.add_messages([msg("old", None)])
+    async with store.engine.begin() as conn:
+        await conn.execute(text("UPDATE messages SET extra = 'null' WHERE id = 'old'"))
+    assert await store.get_message("old") == msg("old", None)
+    assert await store.history("old", 10) == [msg("old", None)]
+
+
+async def test_history_with_a_huge_depth_cap(store_url: str, store: SQLStore) -> None:
+    await store.add_messages(chain(3))
+    uncapped = SQLStore(store_url, max_history_depth=10**12)
+    try:
+        assert ids(await uncapped.history("m2", 1000)) == ["m0", "m1", "m2"]
+    finally:
+        await uncapped.aclose()
