@@ -8,6 +8,17 @@ from pathlib import Path
 
 import pytest
 
+# The database fixtures (SQLite file and a throwaway PostgreSQL cluster), for every test.
+from tests.pg import (  # noqa: F401
+    db_url,
+    fresh_postgres_url,
+    migrated_postgresql_url,
+    migrated_sqlite_url,
+    postgres_cluster,
+    postgres_url,
+    store_url,
+)
+
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:

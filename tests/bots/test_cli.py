@@ -24,8 +24,8 @@ class Result:
     err: str
 
 
-async def parley(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> Result:
-    process = await asyncio.create_subprocess_exec(
+async def spawn(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "bots.cli",
@@ -35,6 +35,10 @@ async def parley(*args: str, stdin: str | None = None, env: dict[str, str] | Non
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
     )
+
+
+async def parley(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> Result:
+    process = await spawn(*args, env=env)
     out, err = await asyncio.wait_for(
         process.communicate(stdin.encode() if stdin is not None else b""), 120
     )
@@ -168,18 +172,7 @@ async def test_ask_with_no_config_uses_the_embedded_model(tmp_path: Path) -> Non
 
 
 async def test_chat_exits_cleanly_on_sigint(server: FakeOpenAIServer, config: Path) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bots.cli",
-        "chat",
-        "--config",
-        str(config),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(REPO), "FAKE_KEY": "sk-cli-secret"},
-    )
+    process = await spawn("chat", "--config", str(config), env={"FAKE_KEY": "sk-cli-secret"})
     assert process.stdin is not None and process.stdout is not None
     process.stdin.write(b"hello\n")
     await process.stdin.drain()
@@ -197,18 +190,7 @@ async def test_ctrl_c_mid_answer_stops_and_keeps_the_conversation(
     env = {"FAKE_KEY": "sk-cli-secret"}
     assert (await parley("chat", "--config", str(config), stdin="hello\n", env=env)).code == 0
     server.script(Behaviour(chunk_delay=1.0, reply="a very slow answer that never ends"))
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bots.cli",
-        "chat",
-        "--config",
-        str(config),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(REPO), **env},
-    )
+    process = await spawn("chat", "--config", str(config), env=env)
     assert process.stdin is not None and process.stdout is not None
     process.stdin.write(b"slow please\n")
     await process.stdin.drain()

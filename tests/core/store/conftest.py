@@ -1,4 +1,4 @@
-"""The store's tests run on a SQLite file and on PostgreSQL (tests/pg.py)."""
+"""The store fixture; ``store_url`` (tests/pg.py) runs each test on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,26 +7,6 @@ from collections.abc import AsyncIterator
 import pytest
 
 from core.store.sql import SQLStore
-from tests.pg import (
-    db_url,
-    fresh_postgres_url,
-    migrated_postgresql_url,
-    migrated_sqlite_url,
-    postgres_cluster,
-    postgres_url,
-    store_url,
-)
-
-__all__ = [
-    "db_url",
-    "fresh_postgres_url",
-    "migrated_postgresql_url",
-    "migrated_sqlite_url",
-    "postgres_cluster",
-    "postgres_url",
-    "store",
-    "store_url",
-]
 
 
 @pytest.fixture
