@@ -159,7 +159,13 @@ class ChatService:
             await sink.error(INTERNAL_ERROR_TEXT)
             return Outcome.FAILED
 
-        platform_ids = await sink.complete(final.text)
+        try:
+            platform_ids = await sink.complete(final.text)
+        except Exception:
+            # The platform refused the answer (deleted channel, lost permission): the
+            # user never saw it, so the conversation must not move on either.
+            log.exception("bot %s: could not deliver the answer", self.policy.name)
+            return Outcome.FAILED
         conv = final.conversation_id or conversation_id or str(uuid.uuid4())
         user_id = final.parent_message_id or str(uuid.uuid4())
         user = StoredMessage(

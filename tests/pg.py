@@ -44,7 +44,7 @@ FIXTURES = (
     "postgres_url",
     "store_url",
 )
-INSTALL_HINT = "PostgreSQL tests need postgresql-15: run `sudo bash .ci/postgres.sh`"
+INSTALL_HINT = "PostgreSQL tests need its server binaries: run `sudo bash .ci/postgres.sh`"
 TEST_DATABASE = "parley_test"
 
 

@@ -273,3 +273,19 @@ async def test_a_head_from_another_backend_is_not_continued(
     await other.handle(msg("two"), sink)
     assert sink.completed == "seen 0 earlier: two"
     await other.backend.aclose()
+
+
+class RefusingSink(RecordingSink):
+    async def complete(self, text: str) -> list[str]:
+        raise ConnectionError("the platform refused the message")
+
+
+async def test_an_undelivered_answer_is_not_committed(
+    server: FakeOpenAIServer, store: SQLStore
+) -> None:
+    service = make_service(server, store)
+    await service.handle(msg("one"), RecordingSink())
+    head = await store.get_head("bot", "test:chat:chat-1")
+    assert await service.handle(msg("two"), RefusingSink()) is Outcome.FAILED
+    assert await store.get_head("bot", "test:chat:chat-1") == head
+    await service.backend.aclose()
