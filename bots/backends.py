@@ -67,6 +67,7 @@ def build_backend(config: BackendConfig, *, history: HistoryStore | None) -> Bac
             "headers": _plain(config.headers) or None,
             "debug": config.debug,
             "max_retries": config.max_retries,
+            "timeout": config.timeout,
         }
         if config.user_agent:
             options["user_agent"] = config.user_agent

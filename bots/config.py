@@ -79,6 +79,7 @@ class ChatGPTWebConfig(_Strict):
     debug: bool = False
     model: str | None = None
     max_retries: int = Field(2, ge=0)  # on 429/5xx/connection errors, honouring Retry-After
+    timeout: float = Field(300.0, gt=0)  # seconds per request
 
 
 BackendConfig = Annotated[

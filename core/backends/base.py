@@ -12,8 +12,34 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Self
 
-from core.errors import ChatGPTError
+from core.errors import ChatGPTStreamError
 from core.types import ChatResponse, ProgressCallback
+
+
+async def collect(
+    stream: AsyncIterator[ChatResponse], on_progress: ProgressCallback | None = None
+) -> ChatResponse:
+    """Drain a ``stream_message`` iterator into its final answer, reporting progress.
+
+    The stream is closed however this ends, so an exception or a cancellation here
+    aborts the HTTP request behind it.
+    """
+    final: ChatResponse | None = None
+    try:
+        async for partial in stream:
+            if partial.done:
+                final = partial
+            if on_progress is not None:
+                result = on_progress(partial)
+                if inspect.isawaitable(result):
+                    await result
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    if final is None:
+        raise ChatGPTStreamError("the backend's stream ended without a final answer")
+    return final
 
 
 class Backend(ABC):
@@ -41,23 +67,14 @@ class Backend(ABC):
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> ChatResponse:
-        final: ChatResponse | None = None
-        async for partial in self.stream_message(
+        stream = self.stream_message(
             text,
             conversation_id=conversation_id,
             parent_message_id=parent_message_id,
             message_id=message_id,
             timeout=timeout,
-        ):
-            if partial.done:
-                final = partial
-            if on_progress is not None:
-                result = on_progress(partial)
-                if inspect.isawaitable(result):
-                    await result
-        if final is None:
-            raise ChatGPTError("the backend's stream ended without a final answer")
-        return final
+        )
+        return await collect(stream, on_progress)
 
     async def aclose(self) -> None:
         """Release connections and processes; safe to call twice."""

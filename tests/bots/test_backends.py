@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from bots.app import App
 from bots.backends import build_backend
 from bots.config import BotConfig, parse_config
-from core import ChatGPTAPI
+from core import ChatGPTAPI, ChatGPTTimeoutError
 from core.chat_service import Outcome
 from core.incoming import IncomingMessage
 from tests.fakes.chatgpt_web import CLEARANCE_TOKEN, SESSION_TOKEN, Answer, FakeChatGPTWeb
@@ -128,3 +129,20 @@ async def test_chatgpt_web_failure_reaches_the_user_in_plain_words(
         assert await service.handle(msg, sink) is Outcome.FAILED
         assert sink.errors == ["The AI backend is busy. Please try again in 30 seconds."]
         assert await app.store.get_head("b", "console:chat:t") is None
+
+
+async def test_configured_timeout_bounds_a_stalled_answer(
+    fake: FakeChatGPTWeb, tmp_path: Path
+) -> None:
+    config = parse_config(
+        web_config(fake, tmp_path, timeout=0.3),
+        env={"SESSION": SESSION_TOKEN, "CLEARANCE": CLEARANCE_TOKEN},
+    )
+    backend = build_backend(config.backends["web"], history=None)
+    fake.answers.append(Answer(chunks=["a", "b"], stall_after=1))
+    try:
+        with pytest.raises(ChatGPTTimeoutError) as info:
+            await asyncio.wait_for(backend.send_message("hi"), 10)
+        assert info.value.partial_text == "a"
+    finally:
+        await backend.aclose()

@@ -8,8 +8,6 @@ the browser's session cookie into an access token, ``POST
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import inspect
 import json
 import logging
 import time
@@ -20,7 +18,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from core.backends.base import Backend
+from core.backends.base import Backend, collect
 from core.backends.chatgpt_web.conversation import ChatGPTConversation
 from core.backends.chatgpt_web.protocol import AnswerStream
 from core.backends.chatgpt_web.transport import (
@@ -88,12 +86,16 @@ class ChatGPTAPI(Backend):
         debug: bool = False,
         model: str = DEFAULT_MODEL,
         max_retries: int = 0,
+        timeout: float | None = None,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
-        if not session_token:
+        if not session_token or not session_token.strip():
             raise ChatGPTError("ChatGPT invalid session token: none given", status_code=401)
-        if not clearance_token:
+        if not clearance_token or not clearance_token.strip():
             raise ChatGPTError("ChatGPT invalid clearance token: none given", status_code=401)
+        # The default for calls that pass no ``timeout`` (the seed had none: a stalled
+        # stream hung forever; a bot wants a bound).
+        self._timeout = timeout
         self._session_token = session_token
         self._clearance_token = clearance_token
         self._access_token_ttl = access_token_ttl
@@ -245,7 +247,6 @@ class ChatGPTAPI(Backend):
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> ChatResponse:
-        final: ChatResponse | None = None
         stream = self.stream_message(
             text,
             conversation_id=conversation_id,
@@ -254,17 +255,7 @@ class ChatGPTAPI(Backend):
             action=action,
             timeout=timeout,
         )
-        async with contextlib.aclosing(stream):
-            async for partial in stream:
-                if partial.done:
-                    final = partial
-                if on_progress is not None:
-                    result = on_progress(partial)
-                    if inspect.isawaitable(result):
-                        await result
-        if final is None:  # pragma: no cover - stream_message always ends with done=True
-            raise ChatGPTStreamError("ChatGPT's stream ended without a final answer")
-        return final
+        return await collect(stream, on_progress)
 
     async def stream_message(
         self,
@@ -296,7 +287,7 @@ class ChatGPTAPI(Backend):
         }
         if conversation_id:
             body["conversation_id"] = conversation_id
-        deadline = _deadline(timeout)
+        deadline = _deadline(self._timeout if timeout is None else timeout)
         url = f"{self._backend_api_base_url}/conversation"
         response = await self._post(url, body, "text/event-stream", "conversation", deadline)
         answer, parser = AnswerStream(), SSEParser()
@@ -343,7 +334,7 @@ class ChatGPTAPI(Backend):
         )
 
     async def send_moderation(self, text: str, *, timeout: float | None = None) -> ModerationResult:
-        deadline = _deadline(timeout)
+        deadline = _deadline(self._timeout if timeout is None else timeout)
         url = f"{self._backend_api_base_url}/moderations"
         body = {"input": text, "model": MODERATION_MODEL}
         response = await self._post(url, body, "*/*", "moderation", deadline)
