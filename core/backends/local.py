@@ -22,7 +22,11 @@ from typing import Any
 
 import aiohttp
 
-from core.backends.chat_completions import ChatCompletionsBackend, PromptTooLongError
+from core.backends.chat_completions import (
+    DEFAULT_SYSTEM_MESSAGE,
+    ChatCompletionsBackend,
+    PromptTooLongError,
+)
 from core.backends.llama_server import (
     INSTALL_HINT,
     LlamaServer,
@@ -35,8 +39,6 @@ from core.errors import ChatGPTConnectionError, ChatGPTError, ChatGPTTimeoutErro
 from core.store.history import HistoryStore
 
 __all__ = ["INSTALL_HINT", "LocalBackend", "LocalModelError", "default_model_path"]
-
-DEFAULT_SYSTEM_MESSAGE = "You are a helpful assistant."
 
 
 class LocalBackend(ChatCompletionsBackend):
@@ -115,15 +117,13 @@ class LocalBackend(ChatCompletionsBackend):
                 self.base_url = f"{url}/v1"
         return f"{url}/v1"
 
-    def _get_session(self) -> aiohttp.ClientSession:
+    def _new_session(self) -> aiohttp.ClientSession:
         # llama.cpp's server often drops a kept-alive connection just after a streamed
         # answer (17 of 30 reuses failed): open a fresh loopback connection per request.
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(force_close=True),
-                timeout=aiohttp.ClientTimeout(total=None),
-            )
-        return self._session
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(force_close=True),
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
 
     async def _build_messages(
         self, text: str, parent_message_id: str | None

@@ -2,7 +2,7 @@
 
 ``client`` holds ``ChatGPTAPI``, ``conversation`` the ``ChatGPTConversation`` it hands
 out, ``protocol`` the answer stream's two event formats and ``transport`` the HTTP
-details (browser headers, error mapping, redaction of secrets).
+details (browser headers, error mapping).
 """
 
 from core.backends.chatgpt_web.client import ChatGPTAPI, ModerationResult

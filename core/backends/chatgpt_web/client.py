@@ -25,9 +25,7 @@ from core.backends.chatgpt_web.transport import (
     CLEARANCE_COOKIE,
     DEFAULT_USER_AGENT,
     SESSION_COOKIE,
-    Redactor,
     browser_headers,
-    parse_retry_after,
     response_error,
 )
 from core.errors import (
@@ -38,6 +36,7 @@ from core.errors import (
     ChatGPTStreamError,
     ChatGPTTimeoutError,
 )
+from core.http import Redactor, parse_retry_after
 from core.markdown import to_plain_text
 from core.sse import SSEParser
 from core.types import ChatResponse, ProgressCallback
@@ -408,7 +407,7 @@ class ChatGPTAPI(Backend):
                     error = await _within(deadline, response_error(response, what, self._redact))
                 finally:
                     response.close()
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                retry_after = parse_retry_after(response.headers)
                 if response.status == 401 and not retried_auth:
                     retried_auth = True
                     if self._access_token == token:

@@ -8,19 +8,13 @@ import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
-from email.utils import formatdate
 from typing import Any
 
 import aiohttp
 import pytest
-from multidict import CIMultiDict
 
 from core import tokens
-from core.backends.chat_completions import (
-    ChatCompletionsBackend,
-    PromptTooLongError,
-    _retry_after,
-)
+from core.backends.chat_completions import ChatCompletionsBackend, PromptTooLongError
 from core.errors import (
     ChatGPTAuthError,
     ChatGPTConnectionError,
@@ -431,17 +425,6 @@ async def test_connection_refused() -> None:
         with pytest.raises(ChatGPTConnectionError) as caught:
             await backend.send_message("x")
     assert f"127.0.0.1:{port}" in str(caught.value)
-
-
-def test_retry_after_parsing() -> None:
-    assert _retry_after(CIMultiDict({"Retry-After": "2.5"})) == 2.5
-    assert _retry_after(CIMultiDict({"retry-after-ms": "150", "Retry-After": "9"})) == 0.15
-    when = formatdate(time.time() + 30, usegmt=True)
-    assert _retry_after(CIMultiDict({"Retry-After": when})) == pytest.approx(30, abs=2)
-    past = formatdate(time.time() - 30, usegmt=True)
-    assert _retry_after(CIMultiDict({"Retry-After": past})) == 0
-    assert _retry_after(CIMultiDict({"Retry-After": "soon"})) is None
-    assert _retry_after(CIMultiDict()) is None
 
 
 # -- failures --------------------------------------------------------------------------

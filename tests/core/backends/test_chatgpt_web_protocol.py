@@ -1,15 +1,13 @@
-"""The ChatGPT web answer stream's event formats, Retry-After and redaction, without HTTP."""
+"""The ChatGPT web answer stream's event formats, without HTTP."""
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from core.backends.chatgpt_web.protocol import AnswerStream
-from core.backends.chatgpt_web.transport import Redactor, parse_retry_after
 from core.errors import ChatGPTStreamError
 from core.sse import SSEEvent
 
@@ -131,24 +129,3 @@ def test_malformed_event() -> None:
     with pytest.raises(ChatGPTStreamError, match="malformed") as caught:
         stream.feed(SSEEvent(data='{"message": '))
     assert caught.value.partial_text == "part"
-
-
-def test_parse_retry_after() -> None:
-    now = datetime(2024, 1, 1, 12, 0, 0, tzinfo=UTC)
-    assert parse_retry_after("12", now) == 12
-    assert parse_retry_after("1.5") == 1.5
-    assert parse_retry_after("-3") == 0
-    assert parse_retry_after("Mon, 01 Jan 2024 12:00:30 GMT", now) == 30
-    assert parse_retry_after("Mon, 01 Jan 2024 11:00:00 GMT", now) == 0
-    assert parse_retry_after("soon") is None
-    assert parse_retry_after(None) is None
-
-
-def test_redactor() -> None:
-    redact = Redactor(["tok-123", None, ""])
-    redact.add("acc-9")
-    assert redact("a tok-123 b acc-9") == "a *** b ***"
-    headers = redact.headers(
-        {"Authorization": "Bearer acc-9", "cookie": "a=1; b=tok-123", "x-other": "tok-123"}
-    )
-    assert headers == {"Authorization": "Bearer ***", "cookie": "a=***; b=***", "x-other": "***"}
