@@ -362,7 +362,7 @@ async def test_a_long_retry_after_is_not_waited_for(
     started = time.monotonic()
     with pytest.raises(ChatGPTRateLimitError) as caught:
         await backend.send_message("x")
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 4  # generous for loaded CI; waiting would be 3600
     assert caught.value.retry_after == pytest.approx(3600)
     assert len(server.chat_requests) == 1
 
@@ -437,7 +437,7 @@ async def test_timeout_before_the_first_byte(
     started = time.monotonic()
     with pytest.raises(ChatGPTTimeoutError):
         await backend.send_message("x", timeout=0.2)
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 4  # the server would take 5
     assert len(server.chat_requests) == 1  # a timeout is not retried
 
 
@@ -448,7 +448,7 @@ async def test_configured_timeout_during_the_stream(server: FakeOpenAIServer) ->
         with pytest.raises(ChatGPTTimeoutError) as caught:
             await backend.send_message("x")
     assert caught.value.partial_text == "a "
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 4  # the server would pause 5
 
 
 async def test_disconnect_mid_stream_keeps_partial_text_and_saves_nothing(
