@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import os
 import sys
 import threading
-from typing import TextIO
+from typing import Any, TextIO
 
 from core.chat_service import ChatService
-from core.incoming import IncomingMessage
+from core.incoming import IncomingMessage, ReplyTargetGone
 
 PLATFORM = "console"
 
@@ -26,15 +27,22 @@ class ConsoleSink:
         self._started = False
 
     def _write(self, text: str) -> None:
-        if not self._started:
-            self._started = True
-            self._out.write(self._prefix)
-        if text.startswith(self._printed):
-            self._out.write(text[len(self._printed) :])
-        else:  # the backend rewrote earlier text (rare): start a fresh line
-            self._out.write("\n" + text)
-        self._printed = text
-        self._out.flush()
+        try:
+            if not self._started:
+                self._started = True
+                self._out.write(self._prefix)
+            if text.startswith(self._printed):
+                self._out.write(text[len(self._printed) :])
+            else:  # the backend rewrote earlier text (rare): start a fresh line
+                self._out.write("\n" + text)
+            self._printed = text
+            self._out.flush()
+        except BrokenPipeError:
+            # `parley ask ... | head`: the reader left. Point the descriptor at
+            # /dev/null so the interpreter's final flush does not fail again.
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), self._out.fileno())
+            raise ReplyTargetGone("the terminal output was closed") from None
 
     async def update(self, text: str) -> None:
         self._write(text)
@@ -133,13 +141,25 @@ class ConsoleAdapter:
         )
         stop = stop or asyncio.Event()
         stopping = asyncio.ensure_future(stop.wait())
+        pending: set[asyncio.Future[Any]] = set()
+
+        async def until_stopped(work: asyncio.Future[Any]) -> bool:
+            """Wait for ``work`` or a stop; on a stop, cancel it. True if it finished."""
+            pending.add(work)
+            await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            pending.discard(work)
+            if work.done():
+                return True
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+            return False
+
         try:
             while not stop.is_set():
                 self._say("you> ")
                 reading = asyncio.ensure_future(reader.readline())
-                await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if not reading.done():
-                    reading.cancel()
+                if not await until_stopped(reading):
                     break
                 line = reading.result()
                 if line is None:
@@ -152,13 +172,13 @@ class ConsoleAdapter:
                 sink = ConsoleSink(self._out, self._err, prefix=prefix)
                 # Ctrl-C mid-answer stops at once; the cancelled turn commits nothing.
                 answering = asyncio.ensure_future(self.service.handle(msg, sink))
-                await asyncio.wait({answering, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if not answering.done():
-                    answering.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await answering
+                if not await until_stopped(answering):
                     self._out.write("\n")
                     break
                 answering.result()
         finally:
+            # Also when this task itself is cancelled: nothing may outlive the adapter.
             stopping.cancel()
+            for work in pending:
+                work.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)

@@ -6,15 +6,18 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
+from sqlalchemy.engine import make_url
+
 from bots.backends import build_backend
-from bots.config import BotConfig, ParleyConfig, database_url
+from bots.config import BotConfig, ParleyConfig, database_url, redact_url
 from bots.errors import StartupError
 from core.backends.base import Backend
 from core.chat_service import ChatService
+from core.errors import ChatGPTError
 from core.incoming import BotPolicy
 from core.store.sql import SQLStore
 from migrations.runner import upgrade
@@ -58,8 +61,10 @@ class App:
         try:
             await upgrade(self.url)
         except Exception as exc:
+            where = "check database.url" if self.config.database.url else "check $PARLEY_HOME"
             raise StartupError(
-                f"cannot open the database ({type(exc).__name__}): check database.url"
+                f"cannot open the database at {redact_url(self.url)} ({_reason(exc, self.url)}); "
+                f"{where}"
             ) from exc
         self._store = SQLStore(self.url)
         return self
@@ -86,7 +91,11 @@ class App:
             known = ", ".join(sorted(self.config.backends))
             raise StartupError(f"no backend named {name!r} (backends defined: {known})")
         if name not in self._backends:
-            self._backends[name] = build_backend(self.config.backends[name], history=self.store)
+            try:
+                backend = build_backend(self.config.backends[name], history=self.store)
+            except (ChatGPTError, ValueError) as exc:  # e.g. a missing model file
+                raise StartupError(f"backend {name!r}: {exc}") from exc
+            self._backends[name] = backend
         return self._backends[name]
 
     def service(self, bot: BotConfig, backend: str | None = None) -> ChatService:
@@ -94,6 +103,15 @@ class App:
         return ChatService(
             policy=policy_for(bot, name), backend=self.backend(name), store=self.store
         )
+
+
+def _reason(exc: BaseException, url: str) -> str:
+    """The first line of an error, with the database password (if any) masked."""
+    line = (str(exc).strip().splitlines() or [""])[0][:200]
+    password = make_url(url).password
+    if password:
+        line = line.replace(str(password), "********")
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
 def install_stop_signals(stop: asyncio.Event) -> Callable[[], None]:
@@ -118,17 +136,15 @@ async def run_bots(app: App, stop: asyncio.Event) -> None:
     """Run every configured bot until ``stop`` is set or all of them finish."""
     from adapters.console import ConsoleAdapter
 
-    runners: list[Awaitable[None]] = []
-    for bot in app.config.bots:
-        if bot.platform == "console":
-            runners.append(ConsoleAdapter(app.service(bot)).run(stop))
-        else:
+    for bot in app.config.bots:  # every bot is checked before any starts
+        if bot.platform != "console":
             raise StartupError(
                 f"bot {bot.name!r}: the {bot.platform} adapter is not available in this "
                 "version of parley yet"
             )
-    if not runners:
+    if not app.config.bots:
         raise StartupError("no bots are configured (bots: is empty)")
+    runners = [ConsoleAdapter(app.service(bot)).run(stop) for bot in app.config.bots]
     tasks = [asyncio.ensure_future(r) for r in runners]
     stopping = asyncio.ensure_future(stop.wait())
     pending = set(tasks)

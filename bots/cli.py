@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 
 import yaml
+from sqlalchemy.engine import make_url
 
 from bots.config import (
     BotConfig,
@@ -21,24 +23,36 @@ from bots.config import (
 )
 from bots.errors import StartupError
 from bots.logs import setup_logging
+from core.store.engine import sqlite_file
 
 ASK_BOT = "ask"
 
 
-def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+def _common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """``--config`` and ``-v`` go before or after the command. Below the top level they
+    default to SUPPRESS, so a subcommand does not overwrite what the top level parsed."""
+    parser.add_argument(
         "--config",
         metavar="PATH",
+        default=None if top else argparse.SUPPRESS,
         help="config file (default: $PARLEY_CONFIG, ./config.yaml, built-in defaults)",
     )
-    common.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
-
-    parser = argparse.ArgumentParser(
-        prog="parley",
-        description="Self-hosted chat bots on one async ChatGPT core.",
-        parents=[common],
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0 if top else argparse.SUPPRESS,
+        help="log more (-vv: debug)",
     )
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    _common_options(common, top=False)
+    parser = argparse.ArgumentParser(
+        prog="parley", description="Self-hosted chat bots on one async ChatGPT core."
+    )
+    _common_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     ask = sub.add_parser(
@@ -88,7 +102,10 @@ async def _ask(config: ParleyConfig, prompt: str, cont: bool, backend: str | Non
         service = app.service(bot, backend)
         sink = ConsoleSink(sys.stdout, sys.stderr)
         outcome = await service.handle(
-            console_message(ASK_BOT, prompt, chat_id="ask"), sink, new_conversation=not cont
+            console_message(ASK_BOT, prompt, chat_id="ask"),
+            sink,
+            new_conversation=not cont,
+            commands=False,  # a prompt such as "/etc/hosts: what is it?" is a question
         )
     return 1 if outcome in (Outcome.FAILED, Outcome.DENIED) else 0
 
@@ -128,6 +145,10 @@ async def _db(config: ParleyConfig, action: str) -> int:
     from migrations.runner import current, upgrade
 
     url = database_url(config)
+    sqlite_path = sqlite_file(make_url(url))
+    if action == "current" and sqlite_path is not None and not sqlite_path.exists():
+        print("none (run `parley db upgrade`)")  # and don't create the file by looking
+        return 0
     try:
         if action == "upgrade":
             await upgrade(url)
@@ -151,34 +172,50 @@ def _read_prompt(prompt: str | None) -> str:
     return sys.stdin.read()
 
 
+def _tolerant_stdio() -> None:
+    """Undecodable input or unprintable output becomes U+FFFD, never a crash mid-answer."""
+    for stream in (sys.stdin, sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="replace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _tolerant_stdio()
     try:
-        config, path = load_config(args.config)
-        setup_logging(args.verbose, secret_values(config), timestamps=args.command == "run")
-        if args.command == "config":
-            print(f"# config OK: {path or 'built-in defaults'}")
-            print(
-                yaml.safe_dump(redacted_dump(config), sort_keys=False, allow_unicode=True), end=""
-            )
-            return 0
-        if args.command == "ask":
-            prompt = _read_prompt(args.prompt)
-            if not prompt.strip():
-                raise ConfigError("the prompt is empty")
-            return asyncio.run(_ask(config, prompt, args.cont, args.backend))
-        if args.command == "chat":
-            return asyncio.run(_chat(config, args.backend, args.new))
-        if args.command == "run":
-            return asyncio.run(_run(config))
-        if args.command == "db":
-            return asyncio.run(_db(config, args.db_command))
+        return _dispatch(args)
     except (ConfigError, StartupError) as exc:
         print(f"parley: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`parley config check | head`): stop quietly, and keep
+        # Python from complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    config, path = load_config(args.config)
+    setup_logging(args.verbose, secret_values(config), timestamps=args.command == "run")
+    if args.command == "config":
+        print(f"# config OK: {path or 'built-in defaults'}")
+        print(yaml.safe_dump(redacted_dump(config), sort_keys=False, allow_unicode=True), end="")
+        return 0
+    if args.command == "ask":
+        prompt = _read_prompt(args.prompt)
+        if not prompt.strip():
+            raise ConfigError("the prompt is empty")
+        return asyncio.run(_ask(config, prompt, args.cont, args.backend))
+    if args.command == "chat":
+        return asyncio.run(_chat(config, args.backend, args.new))
+    if args.command == "run":
+        return asyncio.run(_run(config))
+    if args.command == "db":
+        return asyncio.run(_db(config, args.db_command))
     raise AssertionError(f"unhandled command {args.command}")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import platformdirs
 import yaml
@@ -46,6 +47,12 @@ class LocalBackendConfig(_HistoryBackend):
     context_size: int = Field(2048, gt=0)
     threads: int | None = Field(None, gt=0)
     max_response_tokens: int = Field(512, gt=0)
+
+    @model_validator(mode="after")
+    def _budget(self) -> LocalBackendConfig:
+        if self.max_response_tokens >= self.context_size:
+            raise ValueError("max_response_tokens must be smaller than context_size")
+        return self
 
 
 class ChatCompletionsConfig(_HistoryBackend):
@@ -136,18 +143,20 @@ def database_url(config: ParleyConfig) -> str:
 
 def find_config_path(explicit: str | os.PathLike[str] | None) -> Path | None:
     if explicit:
-        path = Path(explicit)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        return path
+        return _existing_file(Path(explicit), f"config file {explicit}")
     env = os.environ.get("PARLEY_CONFIG")
     if env:
-        path = Path(env)
-        if not path.is_file():
-            raise ConfigError(f"PARLEY_CONFIG points to {path}, which does not exist")
-        return path
+        return _existing_file(Path(env), f"PARLEY_CONFIG points to {env}, which")
     local = Path("config.yaml")
     return local if local.is_file() else None
+
+
+def _existing_file(path: Path, what: str) -> Path:
+    if path.is_dir():
+        raise ConfigError(f"{what} is a folder, not a file")
+    if not path.is_file():
+        raise ConfigError(f"{what} does not exist")
+    return path
 
 
 def load_config(explicit: str | os.PathLike[str] | None = None) -> tuple[ParleyConfig, Path | None]:
@@ -160,6 +169,8 @@ def load_config(explicit: str | os.PathLike[str] | None = None) -> tuple[ParleyC
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}: not valid YAML{where}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
     return parse_config(raw, source=str(path)), path
@@ -191,6 +202,9 @@ def _check_references(config: ParleyConfig, source: str) -> None:
             f"{source}: default_backend: no backend named {config.default_backend!r} "
             f"(backends defined: {known})"
         )
+    consoles = [i for i, bot in enumerate(config.bots) if bot.platform == "console"]
+    if len(consoles) > 1:  # both would read the same terminal, each getting half the lines
+        raise ConfigError(f"{source}: bots[{consoles[1]}].platform: only one console bot can run")
     seen: set[str] = set()
     for i, bot in enumerate(config.bots):
         key = f"bots[{i}]"
@@ -247,6 +261,8 @@ def redacted_dump(config: ParleyConfig) -> dict[str, Any]:
     def clean(value: Any) -> Any:
         if isinstance(value, SecretStr):
             return SECRET_MASK if value.get_secret_value() else ""
+        if isinstance(value, str) and url_password(value):
+            return value.replace(url_password(value) or "", SECRET_MASK)
         if isinstance(value, BaseModel):
             fields = sorted(type(value).model_fields, key=lambda k: k != "type")
             return {k: clean(getattr(value, k)) for k in fields}
@@ -259,6 +275,29 @@ def redacted_dump(config: ParleyConfig) -> dict[str, Any]:
     data: dict[str, Any] = clean(config)
     data["database"]["url"] = redact_url(database_url(config))
     return data
+
+
+def url_password(value: str) -> str | None:
+    """The password in ``scheme://user:password@host/...``, if the string is such a URL."""
+    if "://" not in value or "@" not in value:
+        return None
+    try:
+        return urlsplit(value.strip()).password or None
+    except ValueError:
+        return None
+
+
+def _strings(value: Any) -> list[str]:
+    """Every plain string in a config tree (URLs may carry credentials)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, BaseModel):
+        return [s for k in type(value).model_fields for s in _strings(getattr(value, k))]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
 
 
 def redact_url(url: str) -> str:
@@ -289,6 +328,7 @@ def secret_values(config: ParleyConfig) -> list[str]:
                 walk(v)
 
     walk(config)
+    found.extend(p for p in (url_password(v) for v in _strings(config)) if p)
     url = database_url(config)
     try:
         from sqlalchemy.engine import make_url

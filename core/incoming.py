@@ -28,6 +28,11 @@ class IncomingMessage:
     user_roles: tuple[str, ...] = ()
 
 
+class ReplyTargetGone(Exception):
+    """Raised by a sink whose destination no longer exists (a closed pipe, a deleted
+    channel): the turn is dropped quietly, since nobody is there to tell."""
+
+
 class ReplySink(Protocol):
     """Where an answer goes. The adapter's sink owns the platform's limits
     (message length, edit rate, formatting, flood waits)."""

@@ -202,3 +202,66 @@ async def test_ctrl_c_mid_answer_stops_and_keeps_the_conversation(
     assert after.code == 0
     sent = [m["content"] for m in server.chat_requests[-1].messages[1:]]
     assert sent == ["hello", "Echo: hello", "next"]
+
+
+async def test_config_option_works_before_the_command(tmp_path: Path) -> None:
+    config = tmp_path / "before.yaml"
+    config.write_text("default_backend: mine\nbackends: {mine: {type: local}}\n")
+    result = await parley("--config", str(config), "config", "check")
+    assert result.code == 0 and "default_backend: mine" in result.out
+    missing = await parley("--config", str(tmp_path / "nope.yaml"), "db", "current")
+    assert missing.code == 2 and "does not exist" in missing.err
+
+
+async def test_a_failed_ask_keeps_the_thread_for_continue(
+    server: FakeOpenAIServer, config: Path
+) -> None:
+    env = {"FAKE_KEY": "sk-cli-secret"}
+    assert (await parley("ask", "first", "--config", str(config), env=env)).code == 0
+    server.script(Behaviour.http_error(500))
+    assert (await parley("ask", "doomed", "--config", str(config), env=env)).code == 1
+    assert (await parley("ask", "-c", "more", "--config", str(config), env=env)).code == 0
+    sent = [m["content"] for m in server.chat_requests[-1].messages[1:]]
+    assert sent == ["first", "Echo: first", "more"]
+
+
+async def test_user_mistakes_never_print_a_traceback(tmp_path: Path) -> None:
+    bad_model = tmp_path / "model.yaml"
+    bad_model.write_text(
+        f'database: {{url: "sqlite+aiosqlite:///{tmp_path / "m.db"}"}}\n'
+        "backends: {local: {type: local, model_path: /nonexistent/model.gguf}}\n"
+    )
+    model = await parley("ask", "hi", "--config", str(bad_model))
+    assert model.code == 1 and "model_path" in model.err and "Traceback" not in model.err
+    unknown = await parley("ask", "hi", "--backend", "nope", "--config", str(bad_model))
+    assert unknown.code == 1 and "no backend named 'nope'" in unknown.err
+    folder = await parley("config", "check", "--config", str(tmp_path))
+    assert folder.code == 2 and "folder" in folder.err
+    empty = await parley("ask", "--config", str(bad_model), stdin="  \n")
+    assert empty.code == 2 and "empty" in empty.err
+    for result in (model, unknown, folder, empty):
+        assert len(result.err.strip().splitlines()) == 1
+
+
+async def test_closed_output_pipe_ends_quietly(server: FakeOpenAIServer, config: Path) -> None:
+    """`parley ask ... | head -c 3`: no traceback, no 'error:' line."""
+    server.script(Behaviour(reply=" ".join(["word"] * 400), chunk_delay=0.001))
+    read_fd, write_fd = os.pipe()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bots.cli",
+        "ask",
+        "long please",
+        "--config",
+        str(config),
+        stdout=write_fd,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO), "FAKE_KEY": "sk-cli-secret"},
+    )
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as reader:
+        assert await asyncio.to_thread(reader.read, 3) == b"wor"
+    _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 1
+    assert err == b""

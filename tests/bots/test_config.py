@@ -72,7 +72,12 @@ def test_example_config_is_valid_and_redacted(monkeypatch: pytest.MonkeyPatch) -
         ({"bots": [{"name": "a", "platform": "console", "backend": "x"}]}, "bots[0].backend"),
         ({"default_backend": "gpt"}, "default_backend: no backend named 'gpt'"),
         (
-            {"bots": [{"name": "a", "platform": "console"}, {"name": "a", "platform": "console"}]},
+            {
+                "bots": [
+                    {"name": "a", "platform": "console"},
+                    {"name": "a", "platform": "telegram", "token": "123:abc"},
+                ]
+            },
             "bots[1].name",
         ),
         (
@@ -84,6 +89,14 @@ def test_example_config_is_valid_and_redacted(monkeypatch: pytest.MonkeyPatch) -
             "backends.o.base_url: required",
         ),
         ([1, 2], "top level must be a mapping"),
+        (
+            {"bots": [{"name": "a", "platform": "console"}, {"name": "b", "platform": "console"}]},
+            "bots[1].platform: only one console bot",
+        ),
+        (
+            {"backends": {"local": {"type": "local", "context_size": 256}}},
+            "backends.local: max_response_tokens must be smaller than context_size",
+        ),
     ],
 )
 def test_errors_are_one_line_naming_the_key(raw: object, message: str) -> None:
@@ -128,3 +141,29 @@ def test_database_password_is_redacted() -> None:
     config = parse_config({"database": {"url": "postgresql+asyncpg://bot:hunter22@db/parley"}})
     assert "hunter22" not in repr(redacted_dump(config))
     assert "hunter22" in secret_values(config)
+
+
+def test_folder_and_non_utf8_configs_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is a folder, not a file"):
+        load_config(tmp_path)
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("default_backend: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_config(latin1)
+
+
+def test_credentials_inside_urls_are_redacted() -> None:
+    config = parse_config(
+        {
+            "backends": {
+                "local": {"type": "local"},
+                "o": {
+                    "type": "chat_completions",
+                    "base_url": "http://me:pa55word@h/v1",
+                    "model": "m",
+                },
+            }
+        }
+    )
+    assert "pa55word" not in repr(redacted_dump(config))
+    assert "pa55word" in secret_values(config)

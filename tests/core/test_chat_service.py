@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from core.backends.chat_completions import ChatCompletionsBackend
-from core.chat_service import HELP_TEXT, ChatService, Outcome
+from core.chat_service import HELP_TEXT, INTERNAL_ERROR_TEXT, ChatService, Outcome
 from core.incoming import BotPolicy, IncomingMessage
 from core.store.sql import SQLStore
 from tests.fakes.openai_server import Behaviour, FakeOpenAIServer
@@ -289,3 +290,64 @@ async def test_an_undelivered_answer_is_not_committed(
     assert await service.handle(msg("two"), RefusingSink()) is Outcome.FAILED
     assert await store.get_head("bot", "test:chat:chat-1") == head
     await service.backend.aclose()
+
+
+async def test_a_failed_new_conversation_keeps_the_old_head(
+    server: FakeOpenAIServer, store: SQLStore
+) -> None:
+    service = make_service(server, store)
+    await service.handle(msg("one"), RecordingSink())
+    head = await store.get_head("bot", "test:chat:chat-1")
+    server.script(Behaviour.http_error(500))
+    failed = await service.handle(msg("fresh start"), RecordingSink(), new_conversation=True)
+    assert failed is Outcome.FAILED
+    assert await store.get_head("bot", "test:chat:chat-1") == head
+    sink = RecordingSink()
+    await service.handle(msg("fresh start"), sink, new_conversation=True)
+    assert sink.completed == "seen 0 earlier: fresh start"
+    new_head = await store.get_head("bot", "test:chat:chat-1")
+    assert new_head is not None and head is not None
+    assert new_head.conversation_id != head.conversation_id
+    await service.backend.aclose()
+
+
+async def test_group_commands_for_other_bots_are_ignored(
+    server: FakeOpenAIServer, store: SQLStore
+) -> None:
+    service = make_service(server, store)
+    group = {"is_direct": False, "chat_id": "group"}
+    for text in ("/help@SomeOtherBot", "/weather Paris", "/usr/bin/env is what?"):
+        assert await service.handle(msg(text, **group), RecordingSink()) is Outcome.IGNORED
+    ours = RecordingSink()
+    outcome = await service.handle(msg("/help@parley_bot", addresses_bot=True, **group), ours)
+    assert outcome is Outcome.COMMAND and ours.completed == HELP_TEXT
+    plain = RecordingSink()
+    assert await service.handle(msg("/help", **group), plain) is Outcome.COMMAND
+    assert server.chat_requests == []
+    await service.backend.aclose()
+
+
+async def test_commands_can_be_turned_off_for_prompts(
+    server: FakeOpenAIServer, store: SQLStore
+) -> None:
+    service = make_service(server, store)
+    sink = RecordingSink()
+    outcome = await service.handle(msg("/usr/bin/env: what is it?"), sink, commands=False)
+    assert outcome is Outcome.ANSWERED
+    assert sink.completed == "seen 0 earlier: /usr/bin/env: what is it?"
+    await service.backend.aclose()
+
+
+async def test_a_broken_database_is_reported_not_raised(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # A real database that was never migrated: every store call fails.
+    unmigrated = SQLStore(f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}")
+    try:
+        service = make_service(server, unmigrated)
+        sink = RecordingSink()
+        assert await service.handle(msg("hi"), sink) is Outcome.FAILED
+        assert sink.errors == [INTERNAL_ERROR_TEXT]
+        await service.backend.aclose()
+    finally:
+        await unmigrated.aclose()
