@@ -8,8 +8,8 @@ from bots.interpolate import InterpolationError, interpolate, interpolate_string
 
 names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,15}", fullmatch=True)
 # Text that contains no "$" cannot contain a placeholder, so it must pass through unchanged.
-plain = st.text(alphabet=st.characters(blacklist_characters="$", blacklist_categories=("Cs",)))
-values = st.text(alphabet=st.characters(blacklist_categories=("Cs",)))
+plain = st.text(alphabet=st.characters(blacklist_characters="$", blacklist_categories=["Cs"]))
+values = st.text(alphabet=st.characters(blacklist_categories=["Cs"]))
 
 
 @given(plain)
@@ -28,7 +28,7 @@ def test_set_variable_is_substituted_verbatim(
 
 @given(
     name=names,
-    default=st.text(alphabet=st.characters(blacklist_characters="}", blacklist_categories=("Cs",))),
+    default=st.text(alphabet=st.characters(blacklist_characters="}", blacklist_categories=["Cs"])),
 )
 def test_default_used_when_unset_or_empty(name: str, default: str) -> None:
     template = "${" + name + ":-" + default + "}"

@@ -510,9 +510,9 @@ async def test_the_api_key_never_leaks(
 
     server.script(*[Behaviour.http_error(500, f"upstream said {KEY}")] * 2)
     async with make_backend(server, max_retries=1) as backend:
-        with pytest.raises(ChatGPTError) as caught:
+        with pytest.raises(ChatGPTError) as server_error:
             await backend.send_message("x")
-        assert KEY not in str(caught.value)
+        assert KEY not in str(server_error.value)
         assert KEY not in repr(backend) and KEY not in repr(vars(backend))
     assert "upstream said ***" in caplog.text  # the retry was logged, redacted
     assert KEY not in caplog.text and wrong not in caplog.text

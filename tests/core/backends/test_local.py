@@ -112,6 +112,7 @@ async def test_history_is_trimmed_to_the_models_own_token_count(
         )
         await store.add_messages([message])
         parent = message.id
+    assert parent is not None
     full = await store.history(parent, backend.max_model_tokens)
     assert len(full) >= 4  # the base class would send all of these: HTTP 400
 
