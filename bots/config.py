@@ -121,6 +121,7 @@ def _default_bots() -> list[BotConfig]:
 
 class ParleyConfig(_Strict):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    # Unset: "local" if defined, else the only backend there is (see parse_config).
     default_backend: str = "local"
     backends: dict[str, BackendConfig] = Field(default_factory=_default_backends)
     bots: list[BotConfig] = Field(default_factory=_default_bots)
@@ -191,8 +192,18 @@ def parse_config(
         config = ParleyConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{source}: {_describe(exc, data)}") from None
+    if "default_backend" not in data:
+        config = config.model_copy(update={"default_backend": _pick_default(config, source)})
     _check_references(config, source)
     return config
+
+
+def _pick_default(config: ParleyConfig, source: str) -> str:
+    if "local" in config.backends:
+        return "local"
+    if len(config.backends) == 1:
+        return next(iter(config.backends))
+    raise ConfigError(f"{source}: default_backend: required when several backends are defined")
 
 
 def _check_references(config: ParleyConfig, source: str) -> None:

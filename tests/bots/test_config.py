@@ -167,3 +167,13 @@ def test_credentials_inside_urls_are_redacted() -> None:
     )
     assert "pa55word" not in repr(redacted_dump(config))
     assert "pa55word" in secret_values(config)
+
+
+def test_default_backend_may_be_left_out() -> None:
+    one = {"type": "chat_completions", "base_url": "http://127.0.0.1:1/v1", "model": "m"}
+    assert parse_config({"backends": {"only": one}}).default_backend == "only"
+    assert parse_config({"backends": {"local": {"type": "local"}, "o": one}}).default_backend == (
+        "local"
+    )
+    with pytest.raises(ConfigError, match="default_backend: required when several"):
+        parse_config({"backends": {"a": one, "b": one}})
