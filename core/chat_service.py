@@ -17,7 +17,6 @@ from typing import Protocol
 from core.backends.base import Backend, collect
 from core.errors import ChatGPTError
 from core.incoming import BotPolicy, IncomingMessage, ReplySink, ReplyTargetGone
-from core.tokens import count_message_tokens
 from core.types import ChatResponse, ScopeHead, StoredMessage, Turn
 
 log = logging.getLogger(__name__)
@@ -35,6 +34,7 @@ DENIED_TEXT = "Sorry, you are not allowed to use this bot here."
 INTERNAL_ERROR_TEXT = "Something went wrong on my side and the message was not answered."
 NOT_SAVED_TEXT = "The answer above could not be saved; the next message won't see it."
 COMMANDS = frozenset({"start", "help", "reset"})
+LONG_TEXT = 20_000  # characters; longer texts are tokenized off the event loop
 
 
 class ConversationStore(Protocol):
@@ -208,7 +208,7 @@ class ChatService:
             parent_id=parent_id,
             role="user",
             text=text,
-            token_count=count_message_tokens(text),
+            token_count=await self._count(text),
         )
         assistant = StoredMessage(
             id=final.message_id,
@@ -216,7 +216,7 @@ class ChatService:
             parent_id=user.id,
             role="assistant",
             text=final.text,
-            token_count=count_message_tokens(final.text),
+            token_count=await self._count(final.text),
         )
         links = [(msg.chat_id, pid, assistant.id) for pid in platform_ids]
         if msg.message_id:
@@ -229,6 +229,12 @@ class ChatService:
             await _tell(sink, NOT_SAVED_TEXT)
             return Outcome.FAILED
         return Outcome.ANSWERED
+
+    async def _count(self, text: str) -> int:
+        # A huge paste would block the loop for a noticeable time while tokenizing.
+        if len(text) > LONG_TEXT:
+            return await asyncio.to_thread(self.backend.count_tokens, text)
+        return self.backend.count_tokens(text)
 
     async def _stream(
         self,

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Self
 
+from core import tokens
 from core.errors import ChatGPTStreamError
 from core.types import ChatResponse, ProgressCallback
 
@@ -75,6 +76,14 @@ class Backend(ABC):
             timeout=timeout,
         )
         return await collect(stream, on_progress)
+
+    def count_tokens(self, text: str) -> int:
+        """What ``text`` adds to a prompt as one chat message, in this backend's tokens.
+
+        The chat service stores this with each message, and history-keeping backends
+        spend their budget by these counts, so both must use the same tokenizer.
+        """
+        return tokens.count_message_tokens(text)
 
     async def aclose(self) -> None:
         """Release connections and processes; safe to call twice."""
