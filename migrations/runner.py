@@ -19,7 +19,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import pool
+from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -39,11 +39,20 @@ def make_config(url: str | None = None) -> Config:
     return config
 
 
+# Any fixed 64-bit number: the advisory lock that serialises migrations on PostgreSQL.
+_MIGRATION_LOCK = 0x70617273_6C6579  # "parsley"
+
+
 def upgrade_connection(connection: Connection, revision: str = "head") -> None:
     """Upgrade on a sync connection; call it as ``await conn.run_sync(upgrade_connection)``.
 
     The caller owns the transaction (``async with engine.begin() as conn``).
     """
+    if connection.dialect.name == "postgresql":
+        # Several workers starting at once would each try to create the tables; the
+        # first migrates, the others wait here and then find the schema at head.
+        # (SQLite needs nothing: its write lock already serialises the transactions.)
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
     config = make_config()
     config.attributes["connection"] = connection
     command.upgrade(config, revision)
@@ -61,27 +70,33 @@ def current_revision(connection: Connection) -> str | None:
 
 async def upgrade_engine(engine: AsyncEngine, revision: str = "head") -> None:
     """Upgrade through an existing engine (e.g. ``SQLStore.engine``), in one transaction."""
-    async with engine.begin() as conn:
-        await conn.run_sync(upgrade_connection, revision)
+    await _in_transaction(engine, upgrade_connection, revision, writes=True)
 
 
-async def _run(url: str, fn: Any, *args: Any) -> Any:
+async def _in_transaction(engine: AsyncEngine, fn: Any, *args: Any, writes: bool) -> Any:
+    async with engine.connect() as conn:
+        if writes:  # see core/store/engine.py: concurrent SQLite migrators queue up
+            conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
+        async with conn.begin():
+            return await conn.run_sync(fn, *args)
+
+
+async def _run(url: str, fn: Any, *args: Any, writes: bool = False) -> Any:
     engine = make_engine(url, poolclass=pool.NullPool)
     try:
-        async with engine.begin() as conn:
-            return await conn.run_sync(fn, *args)
+        return await _in_transaction(engine, fn, *args, writes=writes)
     finally:
         await engine.dispose()
 
 
 async def upgrade(url: str, revision: str = "head") -> None:
     """Upgrade the database at ``url`` to ``revision`` (a no-op when already there)."""
-    await _run(url, upgrade_connection, revision)
+    await _run(url, upgrade_connection, revision, writes=True)
 
 
 async def downgrade(url: str, revision: str) -> None:
     """Downgrade the database at ``url`` to ``revision`` (``"base"``: drop everything)."""
-    await _run(url, downgrade_connection, revision)
+    await _run(url, downgrade_connection, revision, writes=True)
 
 
 async def current(url: str) -> str | None:

@@ -7,6 +7,7 @@ parent folder of a database file is created if missing.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +51,38 @@ def _configure_sqlite(engine: AsyncEngine, *, wal: bool) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             if wal:
-                cursor.execute("PRAGMA journal_mode=WAL")
+                _enable_wal(cursor)
                 cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         finally:
             cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN")
+        # execution_options(sqlite_begin="IMMEDIATE") takes the write lock up front, so
+        # a writer that reads first cannot lose a lock upgrade to another writer
+        # (SQLITE_BUSY, which busy_timeout does not retry): used for migrations.
+        mode = connection.get_execution_options().get("sqlite_begin", "")
+        if mode not in ("", "IMMEDIATE", "EXCLUSIVE"):
+            raise ValueError(f"sqlite_begin must be IMMEDIATE or EXCLUSIVE, not {mode!r}")
+        connection.exec_driver_sql(f"BEGIN {mode}".rstrip())
+
+
+def _enable_wal(cursor: Any) -> None:
+    """Switch a database file to WAL (a setting stored in the file, so only once).
+
+    The switch needs the file to itself and SQLite does not apply busy_timeout to it:
+    when several processes open a new database at once, the losers retry briefly.
+    """
+    for attempt in range(50):
+        cursor.execute("PRAGMA journal_mode")
+        if str(cursor.fetchone()[0]).lower() == "wal":
+            return
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except Exception as exc:  # the driver's OperationalError: "database is locked"
+            if "locked" not in str(exc) or attempt == 49:
+                raise
+            time.sleep(0.02)  # only ever on a brand-new file, at first connect

@@ -131,3 +131,9 @@ async def test_in_memory_sqlite_upgrades_through_the_stores_engine() -> None:
             assert await conn.run_sync(runner.current_revision) == "0001"
     finally:
         await store.aclose()
+
+
+async def test_workers_starting_together_all_reach_head(db_url: str) -> None:
+    """Four processes' worth of concurrent upgrades: no 'table already exists'."""
+    await asyncio.gather(*(runner.upgrade(db_url) for _ in range(4)))
+    assert await runner.current(db_url) == "0001"
