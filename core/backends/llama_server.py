@@ -160,6 +160,9 @@ class LlamaServer:
                 self._wait_healthy(url)
             except BaseException:
                 self._stop_locked()
+                # The traceback keeps this frame, and with it ``server`` (the model and
+                # the port), alive as long as the exception: drop the last reference now.
+                server = None
                 raise
             self._url = url
             return url

@@ -27,6 +27,7 @@ from core.backends.chat_completions import (
     ChatCompletionsBackend,
     PromptTooLongError,
 )
+from core.backends.chat_completions.backend import Prompt
 from core.backends.llama_server import (
     INSTALL_HINT,
     LlamaServer,
@@ -98,7 +99,6 @@ class LocalBackend(ChatCompletionsBackend):
             save_history=save_history,
         )
         self._start_lock = asyncio.Lock()
-        self._closed = False
 
     @property
     def model_path(self) -> str:
@@ -110,9 +110,9 @@ class LocalBackend(ChatCompletionsBackend):
             async with self._start_lock:
                 if self._closed:
                     raise ChatGPTError("The local backend is closed.")
-                # A thread: loading blocks ~0.5 s. If this await is cancelled, the
-                # thread still finishes and LlamaServer keeps the server for the next
-                # caller (or for aclose/atexit to stop).
+                # A thread: loading blocks ~0.5 s. If this await is cancelled (or the
+                # caller's deadline passes), the thread still finishes and LlamaServer
+                # keeps the server for the next caller (or for aclose/atexit to stop).
                 url = await asyncio.to_thread(self.server.start)
                 self.base_url = f"{url}/v1"
         return f"{url}/v1"
@@ -126,13 +126,19 @@ class LocalBackend(ChatCompletionsBackend):
         )
 
     async def _build_messages(
-        self, text: str, parent_message_id: str | None
-    ) -> tuple[list[dict[str, str]], int]:
-        messages, user_tokens = await super()._build_messages(text, parent_message_id)
-        return await self._fit_context(messages), user_tokens
+        self, text: str, parent_message_id: str | None, deadline: float
+    ) -> Prompt:
+        prompt = await super()._build_messages(text, parent_message_id, deadline)
+        return prompt._replace(messages=await self._fit_context(prompt.messages, deadline))
 
-    async def _fit_context(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
-        """``messages`` without the fewest oldest history messages that make it fit."""
+    async def _fit_context(
+        self, messages: list[dict[str, str]], deadline: float
+    ) -> list[dict[str, str]]:
+        """``messages`` without the fewest oldest history messages that make it fit,
+        trimmed so that the history left starts with a question.
+
+        The server counts by ``deadline`` (loop time), else ``ChatGPTTimeoutError``.
+        """
         limit = self.max_model_tokens - self.max_response_tokens
         head = 1 if messages and messages[0]["role"] == "system" else 0
         system, history, last = messages[:head], messages[head:-1], messages[-1:]
@@ -140,10 +146,10 @@ class LocalBackend(ChatCompletionsBackend):
         def without_oldest(count: int) -> list[dict[str, str]]:
             return system + history[count:] + last
 
-        needed = await self._count_prompt_tokens(messages)
+        needed = await self._count_prompt_tokens(messages, deadline)
         if needed <= limit:
             return messages
-        needed = await self._count_prompt_tokens(without_oldest(len(history)))
+        needed = await self._count_prompt_tokens(without_oldest(len(history)), deadline)
         if needed > limit:
             raise PromptTooLongError(
                 f"the message is too long: with the system message it needs {needed} of the "
@@ -155,20 +161,31 @@ class LocalBackend(ChatCompletionsBackend):
         fits, too_long = len(history), 0  # binary search the fewest messages to drop
         while fits - too_long > 1:
             middle = (fits + too_long) // 2
-            if await self._count_prompt_tokens(without_oldest(middle)) <= limit:
+            if await self._count_prompt_tokens(without_oldest(middle), deadline) <= limit:
                 fits = middle
             else:
                 too_long = middle
+        # An answer whose question was dropped goes too, as the base class does: strict
+        # chat templates (Mistral, Gemma) reject a history that starts with an answer.
+        # Dropping more only shortens the prompt, so it still fits.
+        while fits < len(history) and history[fits]["role"] == "assistant":
+            fits += 1
         return without_oldest(fits)
 
-    async def _count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
+    async def _count_prompt_tokens(self, messages: list[dict[str, str]], deadline: float) -> int:
         """The model's exact prompt size: its chat template, then its tokenizer."""
-        base = (await self._base_url()).removesuffix("/v1")
+        try:
+            async with asyncio.timeout_at(deadline):  # starting the model counts too
+                base = (await self._base_url()).removesuffix("/v1")
+        except TimeoutError:
+            raise ChatGPTTimeoutError(
+                "the embedded llama.cpp server did not start in time for this call"
+            ) from None
         session = self._get_session()
         headers = self._request_headers()
         headers["Accept"] = "application/json"
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout_at(deadline):
                 async with session.post(
                     f"{base}/apply-template", json={"messages": messages}, headers=headers
                 ) as response:
@@ -183,7 +200,7 @@ class LocalBackend(ChatCompletionsBackend):
                     return len((await response.json())["tokens"])
         except TimeoutError:
             raise ChatGPTTimeoutError(
-                f"the embedded llama.cpp server did not count the prompt within {self.timeout:g} s"
+                "the embedded llama.cpp server did not count the prompt in time for this call"
             ) from None
         except (aiohttp.ClientError, OSError, LookupError, TypeError, ValueError) as exc:
             raise ChatGPTConnectionError(

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from core import tokens
 from core.backends.chat_completions import ChatCompletionsBackend
 from core.chat_service import HELP_TEXT, INTERNAL_ERROR_TEXT, ChatService, Outcome
 from core.incoming import BotPolicy, IncomingMessage
@@ -351,3 +352,25 @@ async def test_a_broken_database_is_reported_not_raised(
         await service.backend.aclose()
     finally:
         await unmigrated.aclose()
+
+
+async def test_stored_token_counts_use_the_backends_tokenizer(
+    server: FakeOpenAIServer, store: SQLStore
+) -> None:
+    llm = ChatCompletionsBackend(
+        base_url=server.base_url,
+        api_key="sk-test",
+        model="gpt-4",
+        history=store,
+        save_history=False,
+    )
+    service = ChatService(policy=BotPolicy(name="bot", backend="fake"), backend=llm, store=store)
+    text = "Привет! Как дела? 你好，世界。Καλημέρα"
+    await service.handle(msg(text), RecordingSink())
+    head = await store.get_head("bot", "test:chat:chat-1")
+    assert head is not None
+    user = (await store.history(head.parent_message_id, 10_000))[0]
+    # gpt-4 budgets in cl100k_base, which splits this text differently from o200k_base.
+    assert user.token_count == tokens.count_message_tokens(text, encoding="cl100k_base")
+    assert user.token_count != tokens.count_message_tokens(text, encoding="o200k_base")
+    await llm.aclose()

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from datetime import UTC, datetime
 from email.utils import formatdate
 
+import aiohttp
 import pytest
 from multidict import CIMultiDict
 
-from core.http import SECRET_HEADER, Redactor, Secret, error_detail, parse_retry_after
+from core.http import (
+    SECRET_HEADER,
+    Redactor,
+    Secret,
+    error_detail,
+    parse_retry_after,
+    read_error_body,
+    redact_url,
+)
+from tests.fakes.openai_server import Behaviour, FakeOpenAIServer
 
 NOW = datetime(2024, 1, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -185,3 +196,38 @@ def test_redactor_masks_headers_for_logs() -> None:
         "x-other": "***",
         "Accept": "text/event-stream",
     }
+
+
+# -- reading error bodies ------------------------------------------------------------
+
+
+async def test_read_error_body_reads_every_piece_up_to_the_limit() -> None:
+    message = "This model's maximum context length is 128000 tokens. " * 3
+    error = Behaviour.http_error(400, message)
+    async with FakeOpenAIServer() as server, aiohttp.ClientSession() as session:
+        server.script(*[dataclasses.replace(error, write_size=20, chunk_delay=0.02)] * 2)
+        url = server.base_url + "/chat/completions"
+        async with session.post(url, json={}) as response:
+            whole = await read_error_body(response)
+        async with session.post(url, json={}) as response:
+            head = await read_error_body(response, limit=50)
+    assert json.loads(whole)["error"]["message"] == message
+    assert head == whole[:50]
+
+
+# -- URLs ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://api.example/v1", "https://api.example/v1"),
+        ("http://bob:hunter2@h:8080/v1", "http://***:***@h:8080/v1"),
+        ("https://:tok@h/v1", "https://***:***@h/v1"),
+        ("https://TOKEN@h/v1", "https://***@h/v1"),
+        ("https://h/v1?api-key=abc&api-version=2024", "https://h/v1?api-key=***&api-version=2024"),
+        ("", ""),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    assert redact_url(url) == shown

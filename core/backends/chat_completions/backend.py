@@ -7,7 +7,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 from tenacity import RetryCallState
@@ -29,7 +29,7 @@ from core.errors import (
     ChatGPTStreamError,
     ChatGPTTimeoutError,
 )
-from core.http import Redactor, Secret
+from core.http import Redactor, Secret, redact_url
 from core.store.history import HistoryStore, InMemoryHistoryStore
 from core.types import ChatResponse, StoredMessage
 
@@ -39,6 +39,18 @@ __all__ = ["DEFAULT_SYSTEM_MESSAGE", "ChatCompletionsBackend", "PromptTooLongErr
 logger = logging.getLogger("core.backends.chat_completions")
 
 DEFAULT_SYSTEM_MESSAGE = "You are a helpful assistant."
+#: Texts longer than this (in characters) are counted in a worker thread: tokenizing
+#: 1 MB takes ~0.4 s, which would stall every other chat on the event loop.
+LARGE_TEXT = 20_000
+
+
+class Prompt(NamedTuple):
+    """What ``_build_messages`` gives: the request's messages, the new user message's
+    token count and the conversation of the parent message (None if unknown)."""
+
+    messages: list[dict[str, str]]
+    user_tokens: int
+    conversation_id: str | None
 
 
 class PromptTooLongError(ChatGPTError):
@@ -64,7 +76,8 @@ class ChatCompletionsBackend(Backend):
     keys. ``history`` keeps the message tree (default: in memory); with
     ``save_history=False`` finished turns are not written (the chat service commits them
     itself). ``session`` is borrowed, never closed; without one the backend creates and
-    owns its own. Subclasses that learn their URL late override ``_base_url()``.
+    owns its own. After ``aclose()`` every call raises ``ChatGPTError``. Subclasses
+    that learn their URL late override ``_base_url()``.
     """
 
     #: Backoff without ``Retry-After``: ``retry_base_delay * 2**n`` plus up to
@@ -125,13 +138,25 @@ class ChatCompletionsBackend(Backend):
         self._owns_session = session is None
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._tokenizer_ready = False
+        self._closed = False
         self._host = display_host(base_url) if base_url else "the server"
 
     def __repr__(self) -> str:
+        # base_url may carry credentials too (user:password@, ?api-key=).
         return (
-            f"{type(self).__name__}(base_url={self.base_url!r}, model={self.model!r}, "
-            f"api_key={'<set>' if self._api_key else None})"
+            f"{type(self).__name__}(base_url={redact_url(self.base_url)!r}, "
+            f"model={self.model!r}, api_key={'<set>' if self._api_key else None})"
         )
+
+    def count_tokens(self, text: str) -> int:
+        """What ``text`` adds to a prompt, in the tokenizer this backend budgets with."""
+        return tokens.count_message_tokens(text, encoding=self.encoding)
+
+    async def _count_tokens_async(self, text: str) -> int:
+        """``count_tokens`` off the event loop for long texts."""
+        if len(text) > LARGE_TEXT:
+            return await asyncio.to_thread(self.count_tokens, text)
+        return self.count_tokens(text)
 
     @property
     def has_api_key(self) -> bool:
@@ -142,11 +167,14 @@ class ChatCompletionsBackend(Backend):
         return self.base_url
 
     async def aclose(self) -> None:
+        # Without the flag a later call would quietly open a new session nobody closes.
+        self._closed = True
         session, self._session = self._session, None
         if session is not None and self._owns_session and not session.closed:
-            await session.close()
-        if not self._owns_session:
-            self._session = session  # borrowed: keep using it, the owner closes it
+            await session.close()  # a borrowed one is left to its owner
+
+    def _closed_error(self) -> ChatGPTError:
+        return ChatGPTError(f"the {type(self).__name__} was closed (aclose) and cannot be used")
 
     # -- the conversation -------------------------------------------------------------
 
@@ -163,9 +191,20 @@ class ChatCompletionsBackend(Backend):
         deadline = asyncio.get_running_loop().time() + limit
         user_id = message_id or str(uuid.uuid4())
         answer_id = str(uuid.uuid4())
-        conversation_id = conversation_id or str(uuid.uuid4())
+        if self._closed:
+            raise self._closed_error()
 
-        messages, user_tokens = await self._build_messages(text, parent_message_id)
+        try:
+            # The history lookup (a database), the tokenizer's first load and whatever
+            # subclasses add (LocalBackend starts its model) all count against the call.
+            async with asyncio.timeout_at(deadline):
+                messages, user_tokens, parent_conversation = await self._build_messages(
+                    text, parent_message_id, deadline
+                )
+        except TimeoutError:
+            raise ChatGPTTimeoutError(f"timed out after {limit:g} s preparing the prompt") from None
+        # A reply to a known message continues its conversation.
+        conversation_id = conversation_id or parent_conversation or str(uuid.uuid4())
         body = self._request_body(messages)
         model = str(body.get("model") or self.model)
 
@@ -230,23 +269,23 @@ class ChatCompletionsBackend(Backend):
                         parent_id=user_id,
                         role="assistant",
                         text=answer,
-                        token_count=tokens.count_message_tokens(answer, encoding=self.encoding),
+                        token_count=await self._count_tokens_async(answer),
                     ),
                 ]
             )
         yield partial(answer, done=True)
 
     async def _build_messages(
-        self, text: str, parent_message_id: str | None
-    ) -> tuple[list[dict[str, str]], int]:
-        """The prompt, and the token count of the new user message."""
+        self, text: str, parent_message_id: str | None, deadline: float
+    ) -> Prompt:
+        """The prompt; the caller bounds this by ``deadline`` (the loop time the whole
+        call must end by), which subclasses may pass on."""
         if not self._tokenizer_ready:  # the first load takes a few hundred ms
             await asyncio.to_thread(tokens.get_encoder, self.encoding)
             self._tokenizer_ready = True
-        enc = self.encoding
         system = self.system_message
-        system_tokens = tokens.count_message_tokens(system, encoding=enc) if system else 0
-        user_tokens = tokens.count_message_tokens(text, encoding=enc)
+        system_tokens = await self._count_tokens_async(system) if system else 0
+        user_tokens = await self._count_tokens_async(text)
         prompt_room = (
             self.max_model_tokens
             - self.max_response_tokens
@@ -264,8 +303,11 @@ class ChatCompletionsBackend(Backend):
                 available=prompt_room,
             )
         chain: list[StoredMessage] = []
+        parent_conversation: str | None = None
         if parent_message_id:
             chain = await self.history.history(parent_message_id, budget)
+            if chain and chain[-1].id == parent_message_id:
+                parent_conversation = chain[-1].conversation_id or None
         # A trimmed chain that starts with an answer lost its question: drop it too, as
         # strict chat templates (llama.cpp's Mistral, Gemma) demand user-first turns.
         while chain and chain[0].role == "assistant" and chain[0].parent_id is not None:
@@ -275,7 +317,7 @@ class ChatCompletionsBackend(Backend):
             messages.append({"role": "system", "content": system})
         messages.extend({"role": m.role, "content": m.text} for m in chain)
         messages.append({"role": "user", "content": text})
-        return messages, user_tokens
+        return Prompt(messages, user_tokens, parent_conversation)
 
     def _request_body(self, messages: list[dict[str, str]]) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "max_tokens": self.max_response_tokens}
@@ -289,6 +331,8 @@ class ChatCompletionsBackend(Backend):
     # -- HTTP -------------------------------------------------------------------------
 
     def _get_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise self._closed_error()
         if self._session is None or self._session.closed:
             if not self._owns_session:
                 raise ChatGPTError("the aiohttp session passed to this backend is closed")
@@ -334,7 +378,11 @@ class ChatCompletionsBackend(Backend):
             max_wait=self.max_retry_wait,
             before_sleep=log_retry,
         )
-        url = (await self._base_url()).rstrip("/") + "/chat/completions"
+        try:
+            async with asyncio.timeout_at(deadline):  # subclasses may start a server here
+                url = (await self._base_url()).rstrip("/") + "/chat/completions"
+        except TimeoutError:
+            raise ChatGPTTimeoutError(f"the server was not ready within {limit:g} s") from None
         self._host = display_host(url)
         try:
             opened: Opened = await retrying(self._attempt, url, body, deadline, limit)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
+import random
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -24,7 +26,7 @@ from core.errors import (
     ChatGPTTimeoutError,
 )
 from core.store.history import InMemoryHistoryStore
-from core.types import ChatResponse
+from core.types import ChatResponse, StoredMessage
 from tests.fakes.openai_server import Behaviour, FakeOpenAIServer
 
 KEY = "sk-test-VERYSECRET-0123456789"
@@ -129,6 +131,86 @@ async def test_ids_are_ours(server: FakeOpenAIServer, backend: ChatCompletionsBa
     assert fresh.parent_message_id and fresh.parent_message_id != fresh.message_id
 
 
+async def test_a_reply_without_conversation_id_continues_the_parents(
+    backend: ChatCompletionsBackend,
+) -> None:
+    first = await backend.send_message("one")
+    second = await backend.send_message("two", parent_message_id=first.message_id)
+    third = await backend.send_message("three", parent_message_id=second.message_id)
+    assert first.conversation_id == second.conversation_id == third.conversation_id
+    # An explicit id still wins; an unknown parent starts a new conversation.
+    other = await backend.send_message(
+        "four", conversation_id="mine", parent_message_id=third.message_id
+    )
+    assert other.conversation_id == "mine"
+    stray = await backend.send_message("five", parent_message_id="not-stored")
+    assert stray.conversation_id not in (first.conversation_id, "mine")
+
+
+async def test_count_tokens_uses_the_backends_encoding(server: FakeOpenAIServer) -> None:
+    text = "Hello, world! 日本語 🎉"  # 8 tokens in o200k_base, 11 in cl100k_base
+    async with (
+        make_backend(server, model="gpt-4") as old,
+        make_backend(server, model="gpt-4o") as new,
+    ):
+        assert old.count_tokens(text) == tokens.TOKENS_PER_MESSAGE + 11
+        assert new.count_tokens(text) == tokens.TOKENS_PER_MESSAGE + 8
+        answer = await old.send_message(text)
+        store = old.history
+        assert isinstance(store, InMemoryHistoryStore)
+        user, reply = await store.history(answer.message_id, 10_000)
+        assert user.token_count == old.count_tokens(text)
+        assert reply.token_count == old.count_tokens(answer.text)
+
+
+async def test_a_huge_message_is_counted_off_the_event_loop(
+    server: FakeOpenAIServer, backend: ChatCompletionsBackend
+) -> None:
+    rng = random.Random(1)
+    words = ["".join(rng.choices("abcdefghij", k=rng.randint(3, 10))) for _ in range(5000)]
+    text = " ".join(rng.choices(words, k=300_000))  # ~2 MB, ~1M tokens
+    started = time.perf_counter()
+    backend.count_tokens(text)
+    blocking = time.perf_counter() - started  # what counting on the loop would stall it
+
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0.002)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    ticking = asyncio.create_task(ticker())
+    await asyncio.sleep(0.01)
+    try:
+        with pytest.raises(PromptTooLongError):
+            await backend.send_message(text)
+    finally:
+        done.set()
+        await ticking
+    assert max(gaps) < blocking / 2
+    assert server.chat_requests == []
+
+
+def test_repr_hides_credentials_in_the_base_url() -> None:
+    backend = ChatCompletionsBackend(
+        base_url="https://bob:PW-SECRET@llm.example/v1?api-key=KEY-SECRET&api-version=2024",
+        api_key=KEY,
+        model="m",
+    )
+    shown = repr(backend)
+    assert "SECRET" not in shown
+    assert "llm.example/v1" in shown and "api-version=2024" in shown
+    assert "<set>" in shown
+    assert "https://llm.example/v1" in repr(
+        ChatCompletionsBackend(base_url="https://llm.example/v1", model="m")
+    )
+
+
 async def test_completion_params_are_merged(server: FakeOpenAIServer) -> None:
     params = {"temperature": 0.2, "stream_options": {"include_usage": True}}
     async with make_backend(server, completion_params=params, system_message=None) as backend:
@@ -196,7 +278,22 @@ async def test_a_borrowed_session_is_not_closed(server: FakeOpenAIServer) -> Non
         await backend.send_message("x")
         await backend.aclose()
         assert not session.closed
-        assert (await backend.send_message("y")).text == "Echo: y"
+        with pytest.raises(ChatGPTError, match="closed"):
+            await backend.send_message("y")
+        assert not session.closed
+
+
+async def test_a_closed_backend_opens_no_new_session(server: FakeOpenAIServer) -> None:
+    backend = make_backend(server)
+    await backend.send_message("x")
+    await backend.aclose()
+    await backend.aclose()  # idempotent
+    with pytest.raises(ChatGPTError, match="closed"):
+        await backend.send_message("y")
+    with pytest.raises(ChatGPTError, match="closed"):
+        backend._get_session()
+    assert backend._session is None  # nothing left open for "Unclosed client session"
+    assert len(server.chat_requests) == 1
 
 
 def test_invalid_settings_are_rejected() -> None:
@@ -398,6 +495,20 @@ async def test_client_errors_are_not_retried(
     assert len(server.chat_requests) == 1
 
 
+@pytest.mark.parametrize("status", [400, 404])
+async def test_an_error_body_that_arrives_in_pieces_is_read_whole(
+    server: FakeOpenAIServer, backend: ChatCompletionsBackend, status: int
+) -> None:
+    error = Behaviour.http_error(status, "The model `gpt-9` does not exist or you lack access")
+    server.script(dataclasses.replace(error, write_size=16, chunk_delay=0.02))
+    with pytest.raises(ChatGPTError) as caught:
+        await backend.send_message("x")
+    message = str(caught.value)
+    assert message.endswith(": The model `gpt-9` does not exist or you lack access")
+    assert "base_url" not in message  # a JSON 404 is the server's answer, not a wrong URL
+    assert caught.value.status_code == status
+
+
 async def test_a_stream_cut_before_any_text_is_retried(
     server: FakeOpenAIServer, backend: ChatCompletionsBackend
 ) -> None:
@@ -439,6 +550,23 @@ async def test_timeout_before_the_first_byte(
         await backend.send_message("x", timeout=0.2)
     assert time.monotonic() - started < 4  # the server would take 5
     assert len(server.chat_requests) == 1  # a timeout is not retried
+
+
+class SlowHistory(InMemoryHistoryStore):
+    """A history store that answers slowly, like a database under load."""
+
+    async def history(self, message_id: str, max_tokens: int) -> list[StoredMessage]:
+        await asyncio.sleep(3)
+        return await super().history(message_id, max_tokens)
+
+
+async def test_the_timeout_covers_building_the_prompt(server: FakeOpenAIServer) -> None:
+    async with make_backend(server, history=SlowHistory()) as backend:
+        started = time.monotonic()
+        with pytest.raises(ChatGPTTimeoutError, match="preparing the prompt"):
+            await backend.send_message("x", parent_message_id="parent", timeout=0.2)
+    assert time.monotonic() - started < 2  # the store would take 3
+    assert server.chat_requests == []
 
 
 async def test_configured_timeout_during_the_stream(server: FakeOpenAIServer) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from core import tokens
 from core.backends.chat_completions import PromptTooLongError
 from core.backends.llama_server import LocalModelError, default_model_path
 from core.backends.local import LocalBackend
-from core.errors import ChatGPTError
+from core.errors import ChatGPTError, ChatGPTTimeoutError
 from core.store.history import InMemoryHistoryStore
 from core.types import ChatResponse, StoredMessage
 
@@ -123,6 +124,23 @@ async def test_history_is_trimmed_to_the_models_own_token_count(
     assert answer.done
 
 
+async def test_trimmed_history_never_starts_with_an_answer(backend: LocalBackend) -> None:
+    # Dropping the long first question alone would fit, leaving its answer first.
+    messages = [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Please remember these words: " + "apple pear plum " * 70},
+        {"role": "assistant", "content": "Done."},
+        {"role": "user", "content": "Tell me a joke."},
+        {"role": "assistant", "content": "Why did the chicken cross the road?"},
+        {"role": "user", "content": "Why?"},
+    ]
+    deadline = asyncio.get_running_loop().time() + 30
+
+    fitted = await backend._fit_context(messages, deadline)
+
+    assert fitted == [messages[0], *messages[3:]]
+
+
 async def test_a_message_longer_than_the_context_is_refused(backend: LocalBackend) -> None:
     text = "Какая сегодня погода в Москве? " * 20
     assert tokens.count_message_tokens(text) < 200  # fits the base class's estimate
@@ -151,6 +169,28 @@ async def test_a_file_that_is_not_gguf_fails_clearly(tmp_path: Path) -> None:
         with pytest.raises(LocalModelError, match="GGUF"):
             await backend.send_message("hello")
         assert not backend.server.running
+    finally:
+        await backend.aclose()
+
+
+async def test_the_timeout_covers_starting_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    import xllamacpp
+
+    real_server = xllamacpp.Server
+
+    def slow_server(params: Any) -> Any:
+        time.sleep(1.5)  # a big model loading from a slow disk
+        return real_server(params)
+
+    monkeypatch.setattr(xllamacpp, "Server", slow_server)
+    backend = LocalBackend(threads=1, max_response_tokens=4, completion_params=FAST)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ChatGPTTimeoutError):
+            await backend.send_message("Hi", timeout=0.2)
+        assert time.monotonic() - started < 1.2  # not held up by the 1.5 s load
+        # The load finished in its thread: the next call uses that server.
+        assert (await backend.send_message("Hi", timeout=30)).done
     finally:
         await backend.aclose()
 
