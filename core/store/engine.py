@@ -64,9 +64,12 @@ def _configure_sqlite(engine: AsyncEngine, *, wal: bool) -> None:
         # execution_options(sqlite_begin="IMMEDIATE") takes the write lock up front, so
         # a writer that reads first cannot lose a lock upgrade to another writer
         # (SQLITE_BUSY, which busy_timeout does not retry): used for migrations.
+        # sqlite_begin="NONE" runs a single read statement without a transaction.
         mode = connection.get_execution_options().get("sqlite_begin", "")
+        if mode == "NONE":
+            return
         if mode not in ("", "IMMEDIATE", "EXCLUSIVE"):
-            raise ValueError(f"sqlite_begin must be IMMEDIATE or EXCLUSIVE, not {mode!r}")
+            raise ValueError(f"sqlite_begin must be IMMEDIATE, EXCLUSIVE or NONE, not {mode!r}")
         connection.exec_driver_sql(f"BEGIN {mode}".rstrip())
 
 

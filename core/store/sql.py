@@ -213,6 +213,9 @@ class SQLStore:
         self.url = url
         self.max_history_depth = max_history_depth
         self.engine: AsyncEngine = make_engine(url, **engine_kwargs)
+        # Reads are single statements, atomic on their own: on SQLite they skip the
+        # explicit BEGIN (three of a read's eight aiosqlite thread hand-offs).
+        self._reader: AsyncEngine = self.engine.execution_options(sqlite_begin="NONE")
 
     async def aclose(self) -> None:
         await self.engine.dispose()
@@ -230,7 +233,7 @@ class SQLStore:
         if budget < 0 or depth < 1:
             return []
         params = {"message_id": message_id, "budget": budget, "max_depth": depth}
-        async with self.engine.connect() as conn:
+        async with self._reader.connect() as conn:
             rows = (await conn.execute(_HISTORY, params)).all()
         return _to_messages(rows)
 
@@ -248,7 +251,7 @@ class SQLStore:
     # -- the chat service's store ------------------------------------------------------
 
     async def get_head(self, bot: str, scope_key: str) -> ScopeHead | None:
-        async with self.engine.connect() as conn:
+        async with self._reader.connect() as conn:
             row = (await conn.execute(_GET_HEAD, {"bot": bot, "scope_key": scope_key})).first()
         if row is None:
             return None
@@ -265,12 +268,12 @@ class SQLStore:
     ) -> StoredMessage | None:
         """The stored message a platform message id maps to."""
         params = {"bot": bot, "chat_id": chat_id, "platform_message_id": platform_message_id}
-        async with self.engine.connect() as conn:
+        async with self._reader.connect() as conn:
             messages = _to_messages(await conn.execute(_FIND_LINK, params))
         return messages[0] if messages else None
 
     async def get_message(self, message_id: str) -> StoredMessage | None:
-        async with self.engine.connect() as conn:
+        async with self._reader.connect() as conn:
             messages = _to_messages(await conn.execute(_GET_MESSAGE, {"message_id": message_id}))
         return messages[0] if messages else None
 
