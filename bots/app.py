@@ -10,17 +10,17 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
-from sqlalchemy.engine import make_url
-
 from bots.backends import build_backend
-from bots.config import BotConfig, ParleyConfig, database_url, redact_url
+from bots.config import BotConfig, ParleyConfig, database_url, url_password
 from bots.errors import StartupError
+from bots.logs import RedactSecrets
 from core.backends.base import Backend
 from core.chat_service import ChatService
 from core.errors import ChatGPTError
+from core.http import redact_url
 from core.incoming import BotPolicy
 from core.store.sql import SQLStore
-from migrations.runner import upgrade
+from migrations.runner import upgrade_engine
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +58,17 @@ class App:
         return self._store
 
     async def __aenter__(self) -> Self:
+        store = SQLStore(self.url)
         try:
-            await upgrade(self.url)
+            await upgrade_engine(store.engine)  # through the store's engine: one pool
         except Exception as exc:
+            await store.aclose()
             where = "check database.url" if self.config.database.url else "check $PARLEY_HOME"
             raise StartupError(
                 f"cannot open the database at {redact_url(self.url)} ({_reason(exc, self.url)}); "
                 f"{where}"
             ) from exc
-        self._store = SQLStore(self.url)
+        self._store = store
         return self
 
     async def __aexit__(
@@ -106,11 +108,9 @@ class App:
 
 
 def _reason(exc: BaseException, url: str) -> str:
-    """The first line of an error, with the database password (if any) masked."""
+    """The first line of an error, with any password from the database URL masked."""
     line = (str(exc).strip().splitlines() or [""])[0][:200]
-    password = make_url(url).password
-    if password:
-        line = line.replace(str(password), "********")
+    line = RedactSecrets([p for p in (url_password(url),) if p]).redact(line)
     return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 

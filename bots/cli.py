@@ -9,7 +9,6 @@ import sys
 from collections.abc import Sequence
 
 import yaml
-from sqlalchemy.engine import make_url
 
 from bots.config import (
     BotConfig,
@@ -17,13 +16,12 @@ from bots.config import (
     ParleyConfig,
     database_url,
     load_config,
-    redact_url,
     redacted_dump,
     secret_values,
 )
 from bots.errors import StartupError
 from bots.logs import setup_logging
-from core.store.engine import sqlite_file
+from core.http import redact_url
 
 ASK_BOT = "ask"
 
@@ -142,6 +140,10 @@ async def _run(config: ParleyConfig) -> int:
 
 
 async def _db(config: ParleyConfig, action: str) -> int:
+    # Imported here, as in the other commands: `parley config check` stays fast.
+    from sqlalchemy.engine import make_url
+
+    from core.store.engine import sqlite_file
     from migrations.runner import current, upgrade
 
     url = database_url(config)
