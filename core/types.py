@@ -23,6 +23,10 @@ class ChatResponse:
     parent_message_id: str | None
     model: str | None = None
     done: bool = True
+    # Set on the final answer by backends that build the prompt from parley's store:
+    # how many history messages, and how many tokens in all, the request carried.
+    prompt_messages: int | None = None
+    prompt_tokens: int | None = None
 
     @property
     def response(self) -> str:
