@@ -36,8 +36,8 @@ def policy_for(bot: BotConfig, backend: str) -> BotPolicy:
         group_trigger=bot.group_trigger,
         allowed_users=ids(bot.allowed_users),
         allowed_chats=ids(bot.allowed_chats),
-        allowed_guilds=ids(bot.allowed_guilds),
-        allowed_roles=ids(bot.allowed_roles),
+        allowed_guilds=ids(getattr(bot, "allowed_guilds", [])),  # Discord only
+        allowed_roles=ids(getattr(bot, "allowed_roles", [])),
         admins=ids(bot.admins),
     )
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import yaml
 
+from adapters.settings import ConsoleBotConfig
 from bots.config import (
     BotConfig,
     ConfigError,
@@ -87,7 +88,7 @@ def _console_bot(config: ParleyConfig) -> BotConfig:
     for bot in config.bots:
         if bot.platform == "console":
             return bot
-    return BotConfig(name="console", platform="console")
+    return ConsoleBotConfig(name="console", platform="console")
 
 
 async def _ask(config: ParleyConfig, prompt: str, cont: bool, backend: str | None) -> int:
@@ -95,7 +96,7 @@ async def _ask(config: ParleyConfig, prompt: str, cont: bool, backend: str | Non
     from bots.app import App
     from core.chat_service import Outcome
 
-    bot = BotConfig(name=ASK_BOT, platform="console")
+    bot = ConsoleBotConfig(name=ASK_BOT, platform="console")
     async with App(config) as app:
         service = app.service(bot, backend)
         sink = ConsoleSink(sys.stdout, sys.stderr)

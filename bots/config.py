@@ -14,8 +14,11 @@ from urllib.parse import unquote, urlsplit
 
 import platformdirs
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 
+from adapters.discord.config import DiscordBotConfig
+from adapters.settings import ConsoleBotConfig, Strict
+from adapters.telegram.config import TelegramBotConfig
 from bots.interpolate import InterpolationError, interpolate
 
 
@@ -23,11 +26,7 @@ class ConfigError(Exception):
     """A config problem, phrased for the person editing the file."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-Id = str | int
+_Strict = Strict
 
 
 class DatabaseConfig(_Strict):
@@ -95,20 +94,11 @@ BackendConfig = Annotated[
 ]
 
 
-class BotConfig(_Strict):
-    name: str = Field(min_length=1)
-    platform: Literal["discord", "telegram", "console"]
-    token: SecretStr | None = None
-    backend: str | None = None  # None: default_backend
-    scope: Literal["chat", "user", "chat_user", "thread"] = "chat"
-    group_trigger: Literal["mention", "always"] = "mention"
-    allowed_users: list[Id] = Field(default_factory=list)
-    allowed_chats: list[Id] = Field(default_factory=list)
-    allowed_guilds: list[Id] = Field(default_factory=list)
-    allowed_roles: list[Id] = Field(default_factory=list)
-    admins: list[Id] = Field(default_factory=list)
-    api_base_url: str | None = None
-    gateway_url: str | None = None
+BotConfig = Annotated[
+    ConsoleBotConfig | TelegramBotConfig | DiscordBotConfig,
+    Field(discriminator="platform"),
+]
+PLATFORMS = ("console", "telegram", "discord")
 
 
 def _default_backends() -> dict[str, BackendConfig]:
@@ -116,7 +106,7 @@ def _default_backends() -> dict[str, BackendConfig]:
 
 
 def _default_bots() -> list[BotConfig]:
-    return [BotConfig(name="console", platform="console")]
+    return [ConsoleBotConfig(name="console", platform="console")]
 
 
 class ParleyConfig(_Strict):
@@ -230,6 +220,10 @@ def _check_references(config: ParleyConfig, source: str) -> None:
             raise ConfigError(f"{source}: {key}.token: a {bot.platform} bot needs its token")
 
 
+_BACKEND_TYPES = ("local", "chat_completions", "chatgpt_web")
+_TAGS = frozenset(_BACKEND_TYPES + PLATFORMS)
+
+
 def _describe(exc: ValidationError, data: Any) -> str:
     """One line naming the first bad key, e.g. ``backends.openai.bse_url: unknown key``."""
     errors = exc.errors()
@@ -244,7 +238,7 @@ def _describe(exc: ValidationError, data: Any) -> str:
         elif isinstance(node, list) and isinstance(item, int) and item < len(node):
             node = node[item]
             parts.append(f"[{item}]")
-        elif isinstance(item, str) and item in ("local", "chat_completions", "chatgpt_web"):
+        elif isinstance(item, str) and item in _TAGS:
             continue  # pydantic's discriminator tag, not a key in the file
         else:
             parts.append(str(item))
@@ -255,7 +249,9 @@ def _describe(exc: ValidationError, data: Any) -> str:
     if kind == "missing":
         return f"{key}: required key is missing"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
-        return f"{key}.type: must be one of local, chat_completions, chatgpt_web"
+        field = str(error.get("ctx", {}).get("discriminator", "'type'")).strip("'")
+        tags = ", ".join(_BACKEND_TYPES if field == "type" else PLATFORMS)
+        return f"{key}.{field}: must be one of {tags}"
     if kind == "literal_error":
         expected = error.get("ctx", {}).get("expected", "")
         return f"{key}: must be one of {expected}"

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from adapters.settings import ConsoleBotConfig
 from bots.app import App
 from bots.backends import build_backend
-from bots.config import BotConfig, parse_config
+from bots.config import parse_config
 from core import ChatGPTAPI, ChatGPTTimeoutError
 from core.chat_service import Outcome
 from core.incoming import IncomingMessage
@@ -90,7 +91,7 @@ async def test_chat_service_keeps_the_servers_ids_in_the_scope_head(
     config = parse_config(
         web_config(fake, tmp_path), env={"SESSION": SESSION_TOKEN, "CLEARANCE": CLEARANCE_TOKEN}
     )
-    bot = BotConfig(name="web-bot", platform="console")
+    bot = ConsoleBotConfig(name="web-bot", platform="console")
     msg = IncomingMessage(
         platform="console", bot="web-bot", chat_id="t", user_id="u", text="one", is_direct=True
     )
@@ -124,7 +125,7 @@ async def test_chatgpt_web_failure_reaches_the_user_in_plain_words(
         platform="console", bot="b", chat_id="t", user_id="u", text="one", is_direct=True
     )
     async with App(config) as app:
-        service = app.service(BotConfig(name="b", platform="console"))
+        service = app.service(ConsoleBotConfig(name="b", platform="console"))
         sink = Sink()
         assert await service.handle(msg, sink) is Outcome.FAILED
         assert sink.errors == ["The AI backend is busy. Please try again in 30 seconds."]

@@ -1,0 +1,4 @@
+"""Telegram through python-telegram-bot (extra ``telegram``).
+
+Only ``config`` may be imported without the extra installed.
+"""
