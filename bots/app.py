@@ -130,35 +130,3 @@ def install_stop_signals(stop: asyncio.Event) -> Callable[[], None]:
             loop.remove_signal_handler(sig)
 
     return remove
-
-
-async def run_bots(app: App, stop: asyncio.Event) -> None:
-    """Run every configured bot until ``stop`` is set or all of them finish."""
-    from adapters.console import ConsoleAdapter
-
-    for bot in app.config.bots:  # every bot is checked before any starts
-        if bot.platform != "console":
-            raise StartupError(
-                f"bot {bot.name!r}: the {bot.platform} adapter is not available in this "
-                "version of parley yet"
-            )
-    if not app.config.bots:
-        raise StartupError("no bots are configured (bots: is empty)")
-    runners = [ConsoleAdapter(app.service(bot)).run(stop) for bot in app.config.bots]
-    tasks = [asyncio.ensure_future(r) for r in runners]
-    stopping = asyncio.ensure_future(stop.wait())
-    pending = set(tasks)
-    try:
-        # A console bot ends at end of input; the others run until stopped.
-        while pending and not stop.is_set():
-            done, _ = await asyncio.wait(pending | {stopping}, return_when=asyncio.FIRST_COMPLETED)
-            for task in done - {stopping}:
-                pending.discard(task)
-                error = task.exception()
-                if error is not None:
-                    raise error
-    finally:
-        stopping.cancel()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

@@ -128,7 +128,8 @@ async def _chat(config: ParleyConfig, backend: str | None, new: bool) -> int:
 
 
 async def _run(config: ParleyConfig) -> int:
-    from bots.app import App, install_stop_signals, run_bots
+    from bots.app import App, install_stop_signals
+    from bots.runner import run_bots
 
     async with App(config) as app:
         stop = asyncio.Event()

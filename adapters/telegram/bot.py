@@ -1,0 +1,209 @@
+"""The Telegram bot: python-telegram-bot's Application feeding the chat service.
+
+PTB does the wire protocol (polling or webhook, retries of getUpdates); every answer goes
+through the shared delivery layer with Telegram's limits. Handlers run as our own tasks,
+so a shutdown can let answers in flight finish within ``shutdown_grace``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from urllib.parse import urlsplit
+
+from telegram import BotCommand, Update
+from telegram.error import InvalidToken, NetworkError, TelegramError
+from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
+
+from adapters.base import Adapter, AdapterStartError, InFlight
+from adapters.delivery.scheduler import DeliveryScheduler
+from adapters.delivery.sink import DeliverySink
+from adapters.delivery.target import PlatformLimits
+from adapters.telegram.config import TelegramBotConfig
+from adapters.telegram.limits import TELEGRAM_LIMITS
+from adapters.telegram.render import TelegramRenderer
+from adapters.telegram.target import TelegramTarget
+from adapters.telegram.updates import NO_TEXT_REPLY, Inbound, inbound
+from core.chat_service import ChatService
+from core.http import redact_url
+from core.incoming import ReplyTargetGone
+
+log = logging.getLogger(__name__)
+
+COMMANDS = [
+    BotCommand("start", "Say hello"),
+    BotCommand("help", "How to talk to me"),
+    BotCommand("reset", "Start a fresh conversation"),
+]
+START_ATTEMPTS = 5  # connection errors at start-up: retried, 1 s .. 16 s apart
+DEFAULT_API = "https://api.telegram.org/bot"
+
+
+def file_url(api_base_url: str) -> str:
+    """A self-hosted Bot API server serves files under /file/bot<TOKEN>/, next to /bot."""
+    base = api_base_url.rstrip("/")
+    return base[: -len("/bot")] + "/file/bot" if base.endswith("/bot") else base + "/file"
+
+
+class TelegramAdapter(Adapter):
+    def __init__(
+        self,
+        config: TelegramBotConfig,
+        service: ChatService,
+        *,
+        limits: PlatformLimits = TELEGRAM_LIMITS,
+        start_wait: float = 1.0,
+    ) -> None:
+        self.config = config
+        self.service = service
+        self.limits = limits
+        self._start_wait = start_wait
+        self._renderer = TelegramRenderer()
+        self._inflight = InFlight(config.name)
+        self._scheduler: DeliveryScheduler | None = None
+        self._bot_id = 0
+        self._username = ""
+
+    @property
+    def api_base_url(self) -> str:
+        return self.config.api_base_url or DEFAULT_API
+
+    async def run(self, stop: asyncio.Event) -> None:
+        app = self._build()
+        await self._initialize(app, stop)
+        if stop.is_set():
+            return
+        scheduler = DeliveryScheduler(self.limits)
+        self._scheduler = scheduler
+        try:
+            await app.start()
+            await self._start_updates(app)
+            log.info("bot %s: @%s is up (%s)", self.config.name, self._username, self.config.mode)
+            await stop.wait()
+            log.info("bot %s: stopping", self.config.name)
+            if app.updater is not None and app.updater.running:
+                await app.updater.stop()  # no new updates from here on
+            await self._inflight.drain(self.config.shutdown_grace)
+        finally:
+            await self._inflight.drain(0)
+            if app.running:
+                await app.stop()
+            await scheduler.aclose()
+            await app.shutdown()
+
+    def _build(self) -> Application:  # type: ignore[type-arg]
+        token = self.config.token.get_secret_value() if self.config.token else ""
+        app = (
+            ApplicationBuilder()
+            .token(token)
+            .base_url(self.api_base_url)
+            .base_file_url(file_url(self.api_base_url))
+            .build()
+        )
+        app.add_handler(TypeHandler(Update, self._on_update))
+        app.add_error_handler(self._on_error)
+        return app
+
+    async def _initialize(self, app: Application, stop: asyncio.Event) -> None:  # type: ignore[type-arg]
+        """getMe and setMyCommands, retrying connection errors a few times."""
+        where = redact_url(self.api_base_url)
+        wait = self._start_wait
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                await app.initialize()  # getMe
+                await app.bot.set_my_commands(COMMANDS)
+                break
+            except InvalidToken as exc:
+                raise AdapterStartError(
+                    f"Telegram rejected the bot token ({exc.message}); copy it again from "
+                    "@BotFather into the bot's token"
+                ) from None
+            except NetworkError as exc:
+                if attempt == START_ATTEMPTS:
+                    raise AdapterStartError(
+                        f"cannot reach the Telegram Bot API at {where} after {attempt} tries "
+                        f"({exc.message}); check the network or api_base_url"
+                    ) from None
+                log.warning(
+                    "bot %s: Telegram unreachable (%s); retrying in %g s",
+                    self.config.name,
+                    exc.message,
+                    wait,
+                )
+                try:
+                    await asyncio.wait_for(stop.wait(), wait)
+                    return
+                except TimeoutError:
+                    wait *= 2
+            except TelegramError as exc:
+                raise AdapterStartError(
+                    f"Telegram refused to start the bot: {exc.message}"
+                ) from None
+        self._bot_id = app.bot.id
+        self._username = app.bot.username
+
+    async def _start_updates(self, app: Application) -> None:  # type: ignore[type-arg]
+        updater = app.updater
+        assert updater is not None
+        allowed = [Update.MESSAGE]
+        if self.config.mode == "polling":
+            await updater.start_polling(allowed_updates=allowed, error_callback=self._poll_error)
+            return
+        hook = self.config.webhook
+        assert hook is not None  # the config model requires it in webhook mode
+        path = hook.path if hook.path is not None else urlsplit(hook.url).path
+        try:
+            await updater.start_webhook(
+                listen=hook.listen,
+                port=hook.port,
+                url_path=path.lstrip("/"),
+                webhook_url=hook.url,
+                secret_token=hook.secret_token.get_secret_value() if hook.secret_token else None,
+                allowed_updates=allowed,
+            )
+        except OSError as exc:
+            raise AdapterStartError(
+                f"cannot listen for webhooks on {hook.listen}:{hook.port} ({exc.strerror})"
+            ) from None
+
+    def _poll_error(self, exc: TelegramError) -> None:
+        # PTB retries getUpdates itself, with backoff; one line per failure is enough.
+        log.warning("bot %s: polling Telegram failed (%s); retrying", self.config.name, exc)
+
+    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        log.error("bot %s: error in update handling", self.config.name, exc_info=context.error)
+
+    async def _on_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        found = inbound(update, bot=self.config.name, bot_id=self._bot_id, username=self._username)
+        if found is not None:
+            # Our own task, so this returns at once and PTB fetches the next update;
+            # the chat service's per-scope lock keeps one scope's answers in order.
+            self._inflight.spawn(self._answer(found, context))
+
+    async def _answer(self, found: Inbound, context: ContextTypes.DEFAULT_TYPE) -> None:
+        assert self._scheduler is not None
+        target = TelegramTarget(
+            context.bot,
+            found.chat_id,
+            private=found.message.is_direct,
+            thread_id=found.thread_id,
+            reply_to=found.message_id,
+        )
+        sink = DeliverySink(
+            self._scheduler,
+            target,
+            self._renderer,
+            stream=self.config.stream,
+            edit_interval=self.config.edit_interval,
+        )
+        try:
+            if found.has_text:
+                await self.service.handle(found.message, sink)
+            else:
+                await sink.complete(NO_TEXT_REPLY)
+        except ReplyTargetGone:
+            log.info(
+                "bot %s: chat %s is gone (blocked or removed)", self.config.name, found.chat_id
+            )
+        finally:
+            await sink.aclose()
