@@ -914,6 +914,10 @@ class FakeTelegram:
             if exc.status == 429:
                 self.count_429 += 1
                 headers["Retry-After"] = str(exc.retry_after or 1)
+        except asyncio.CancelledError:  # the client went away (a cancelled long poll)
+            call.finished = time.monotonic()
+            self._notify()
+            raise
         except _Drop:
             call.finished = time.monotonic()
             self._notify()

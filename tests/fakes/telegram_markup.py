@@ -933,6 +933,9 @@ def _rewrite(
     return "".join(new_chars), moved
 
 
+_NEEDS_CLEANING = re.compile("[\x00-\x09\x0b-\x1f\u2028-\u202e\u0333\u033f\u030a]")
+
+
 def _clean_char(ch: str) -> str | None:
     code = ord(ch)
     if ch == "\r" or 0x2028 <= code <= 0x202E or code in (0x0333, 0x033F, 0x030A):
@@ -957,7 +960,8 @@ def finalize(text: str, entities: list[Entity], *, allow_empty: bool) -> tuple[s
             raise FormatError(f"Receive an entity with incorrect length {e['length']}")
     entities = [e for e in entities if e["length"] > 0]
     _check_bounds(text, entities, _u16_prefix(text))
-    text, entities = _rewrite(text, entities, _clean_char)
+    if _NEEDS_CLEANING.search(text):
+        text, entities = _rewrite(text, entities, _clean_char)
 
     # Entities lose leading whitespace; whitespace-only ones go (hidden-data ones stay).
     prefix = _u16_prefix(text)

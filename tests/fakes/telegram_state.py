@@ -130,7 +130,7 @@ class Call:
     method: str  # canonical spelling ("sendMessage") when known, else as sent
     params: dict[str, Any]
     time: float  # time.monotonic() at arrival
-    status: int = 0  # HTTP status; 0 while pending or when the connection was dropped
+    status: int = 0  # HTTP status; 0 while pending or when no answer was sent
     result: Any = None
     description: str | None = None
     retry_after: int | None = None

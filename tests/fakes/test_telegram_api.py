@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dtm
 import json
+import math
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from telegram import Bot, Message, MessageEntity, ReplyParameters, Update
 from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, NetworkError, RetryAfter
 from telegram.ext import (
@@ -36,6 +38,12 @@ from tests.fakes.telegram_api import (
 TOKEN = "123:abc"
 ALICE = 42
 GROUP = -1001
+
+
+@pytest.fixture(autouse=True)
+def _ptb_timedelta(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RetryAfter.retry_after as a timedelta, without PTB's deprecation warning."""
+    monkeypatch.setenv("PTB_TIMEDELTA", "true")
 
 
 @pytest.fixture
@@ -308,10 +316,7 @@ async def test_editing_to_the_same_content_is_not_modified(tg: FakeTelegram, bot
 # -- faults -------------------------------------------------------------------------------
 
 
-async def test_injected_429_raises_retry_after(
-    tg: FakeTelegram, bot: Bot, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("PTB_TIMEDELTA", "true")  # RetryAfter.retry_after as a timedelta
+async def test_injected_429_raises_retry_after(tg: FakeTelegram, bot: Bot) -> None:
     tg.fail_next("sendMessage", 429, retry_after=3)
     with pytest.raises(RetryAfter) as caught:
         await bot.send_message(ALICE, "hi")
@@ -363,18 +368,20 @@ async def test_flood_mode_refuses_a_second_message_within_a_second(
 
 
 async def test_flood_mode_paced_client_gets_no_429(tg: FakeTelegram, bot: Bot) -> None:
-    tg.flood = FloodLimits(chat=(1, 0.25), group=(3, 2.0), overall=(30, 1.0))
+    tg.flood = FloodLimits(chat=(1, 0.25), group=(3, 3.0), overall=(30, 1.0))
     sent = await bot.send_message(ALICE, "v1")
     for n in range(2, 5):
         await asyncio.sleep(0.25)
         await bot.edit_message_text(f"v{n}", ALICE, sent.id)
     assert tg.count_429 == 0
-    for n in range(3):  # group: at most 3 per 2 s, on top of the chat's window
+    for n in range(3):  # group: at most 3 per 3 s, on top of the chat's window
         await bot.send_message(GROUP, f"g{n}")
         await asyncio.sleep(0.25)
     with pytest.raises(RetryAfter):
         await bot.send_message(GROUP, "g3")
-    assert tg.calls[-1].retry_after == 2  # the first group op frees the window in ~1.2 s
+    first, refused = tg.calls_to("sendMessage")[-4], tg.calls[-1]
+    # Until the first group op is (3 - 0.05) s old, rounded up.
+    assert refused.retry_after == math.ceil(first.time + 2.95 - refused.time)
     assert len(tg.bot_messages(GROUP)) == 3
 
 
@@ -463,16 +470,16 @@ async def test_webhook_retries_until_the_bot_answers(tg: FakeTelegram, bot: Bot)
     tg.webhook_retry_delay = 0.05
     seen: list[int] = []
 
-    async def hook(request: aiohttp.web.Request) -> aiohttp.web.Response:
+    async def hook(request: web.Request) -> web.Response:
         seen.append(json.loads(await request.read())["update_id"])
-        return aiohttp.web.Response(status=500 if len(seen) == 1 else 200)
+        return web.Response(status=500 if len(seen) == 1 else 200)
 
-    server = aiohttp.web.Application()
+    server = web.Application()
     server.router.add_post("/hook", hook)
-    runner = aiohttp.web.AppRunner(server)
+    runner = web.AppRunner(server)
     await runner.setup()
     port = free_port()
-    await aiohttp.web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         await bot.set_webhook(f"http://127.0.0.1:{port}/hook")
         update = tg.send_text(ALICE, ALICE, "hi")
