@@ -74,12 +74,16 @@ record every API call (``Call``); ``drafts`` every draft per chat; ``wait_for``,
 ``wait_bot_messages`` and ``wait_calls`` wait; ``fail_next``, ``drop_next``, ``block``
 and ``reject_drafts`` inject faults; ``post_webhook`` POSTs an update with any secret.
 
-Guessed, not taken from Telegram (no source says them): the descriptions of
+Guessed, not taken from Telegram (no source at hand says them): the descriptions of
 sendMessageDraft refusals (``DRAFT_NOT_PRIVATE``, ``DRAFTS_UNAVAILABLE``,
-``DRAFT_ID_ZERO``), setMyCommands validation texts, "message can't be deleted" for
-another user's group message, "user not found" from getChatMember, and
-"bot was kicked from the channel chat". Shutdown answers open long polls with ``[]`` at
-once so tests do not wait for their timeout.
+``DRAFT_ID_ZERO``, and "message is too long" for a long draft), the setMyCommands and
+setWebhook validation texts, "message can't be deleted" for another user's group
+message, "user not found" from getChatMember, "bot was kicked from the channel chat",
+"MESSAGE_ID_INVALID" for inline_message_id (not supported). Deliberate differences: any
+http(s) webhook URL is accepted (Telegram wants HTTPS on 443/80/88/8443 and refuses
+loopback addresses); URLs are detected only with a scheme or ``www.``; a webhook gets
+one update at a time. Shutdown answers open long polls with ``[]`` at once so tests do
+not wait for their timeout.
 """
 
 from __future__ import annotations
