@@ -11,13 +11,12 @@ from types import TracebackType
 from typing import Self
 
 from bots.backends import build_backend
-from bots.config import BotConfig, ParleyConfig, database_url, url_password
+from bots.config import BotConfig, ParleyConfig, database_url
+from bots.database import database_error
 from bots.errors import StartupError
-from bots.logs import RedactSecrets
 from core.backends.base import Backend
 from core.chat_service import ChatService
 from core.errors import ChatGPTError
-from core.http import redact_url
 from core.incoming import BotPolicy
 from core.store.sql import SQLStore
 from migrations.runner import upgrade_engine
@@ -58,16 +57,14 @@ class App:
         return self._store
 
     async def __aenter__(self) -> Self:
-        store = SQLStore(self.url)
+        store: SQLStore | None = None
         try:
+            store = SQLStore(self.url)
             await upgrade_engine(store.engine)  # through the store's engine: one pool
         except Exception as exc:
-            await store.aclose()
-            where = "check database.url" if self.config.database.url else "check $PARLEY_HOME"
-            raise StartupError(
-                f"cannot open the database at {redact_url(self.url)} ({_reason(exc, self.url)}); "
-                f"{where}"
-            ) from exc
+            if store is not None:
+                await store.aclose()
+            raise database_error(self.config, exc) from exc
         self._store = store
         return self
 
@@ -105,13 +102,6 @@ class App:
         return ChatService(
             policy=policy_for(bot, name), backend=self.backend(name), store=self.store
         )
-
-
-def _reason(exc: BaseException, url: str) -> str:
-    """The first line of an error, with any password from the database URL masked."""
-    line = (str(exc).strip().splitlines() or [""])[0][:200]
-    line = RedactSecrets([p for p in (url_password(url),) if p]).redact(line)
-    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
 def install_stop_signals(stop: asyncio.Event) -> Callable[[], None]:

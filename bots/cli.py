@@ -22,7 +22,6 @@ from bots.config import (
 )
 from bots.errors import StartupError
 from bots.logs import setup_logging
-from core.http import redact_url
 
 ASK_BOT = "ask"
 
@@ -142,24 +141,22 @@ async def _run(config: ParleyConfig) -> int:
 
 async def _db(config: ParleyConfig, action: str) -> int:
     # Imported here, as in the other commands: `parley config check` stays fast.
-    from sqlalchemy.engine import make_url
-
-    from core.store.engine import sqlite_file
+    from bots.database import database_error
+    from core.http import redact_url
+    from core.store.engine import parse_database_url, sqlite_file
     from migrations.runner import current, upgrade
 
     url = database_url(config)
-    sqlite_path = sqlite_file(make_url(url))
-    if action == "current" and sqlite_path is not None and not sqlite_path.exists():
-        print("none (run `parley db upgrade`)")  # and don't create the file by looking
-        return 0
     try:
+        sqlite_path = sqlite_file(parse_database_url(url))
+        if action == "current" and sqlite_path is not None and not sqlite_path.exists():
+            print("none (run `parley db upgrade`)")  # and don't create the file by looking
+            return 0
         if action == "upgrade":
             await upgrade(url)
         revision = await current(url)
     except Exception as exc:
-        raise StartupError(
-            f"cannot reach the database at {redact_url(url)} ({type(exc).__name__})"
-        ) from exc
+        raise database_error(config, exc) from exc
     if action == "upgrade":
         print(f"database {redact_url(url)} is at revision {revision}")
     else:
