@@ -10,7 +10,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
-from bots.backends import build_backend
+from bots.backends import STORE_HISTORY_TYPES, build_backend
 from bots.config import BotConfig, ParleyConfig, database_url
 from bots.database import database_error
 from bots.errors import StartupError
@@ -24,7 +24,12 @@ from migrations.runner import upgrade_engine
 log = logging.getLogger(__name__)
 
 
-def policy_for(bot: BotConfig, backend: str) -> BotPolicy:
+def policy_for(
+    bot: BotConfig, backend: str, shared_history: frozenset[str] = frozenset()
+) -> BotPolicy:
+    """``shared_history``: the names of the backends whose history is in parley's store
+    (``App.shared_history``)."""
+
     def ids(values: list[str | int]) -> frozenset[str]:
         return frozenset(str(v) for v in values)
 
@@ -38,6 +43,8 @@ def policy_for(bot: BotConfig, backend: str) -> BotPolicy:
         allowed_guilds=ids(getattr(bot, "allowed_guilds", [])),  # Discord only
         allowed_roles=ids(getattr(bot, "allowed_roles", [])),
         admins=ids(bot.admins),
+        max_input_chars=bot.max_input_chars,
+        shared_history=shared_history,
     )
 
 
@@ -97,10 +104,19 @@ class App:
             self._backends[name] = backend
         return self._backends[name]
 
+    @property
+    def shared_history(self) -> frozenset[str]:
+        """The configured backends that read their history from parley's store."""
+        return frozenset(
+            name for name, b in self.config.backends.items() if b.type in STORE_HISTORY_TYPES
+        )
+
     def service(self, bot: BotConfig, backend: str | None = None) -> ChatService:
         name = backend or self.config.backend_for(bot)
         return ChatService(
-            policy=policy_for(bot, name), backend=self.backend(name), store=self.store
+            policy=policy_for(bot, name, self.shared_history),
+            backend=self.backend(name),
+            store=self.store,
         )
 
 
