@@ -53,6 +53,7 @@ class ConsoleSink:
         self._redact = redact
         self._printed = ""
         self._started = False
+        self._mid_line = False  # an answer is on the current line: errors start a new one
 
     def _write(self, text: str) -> None:
         try:
@@ -64,6 +65,7 @@ class ConsoleSink:
             else:  # the backend rewrote earlier text (rare): start a fresh line
                 self._out.write("\n" + text)
             self._printed = text
+            self._mid_line = True
             self._out.flush()
         except BrokenPipeError:
             # `parley ask ... | head`: the reader left. Point the descriptor at
@@ -80,11 +82,13 @@ class ConsoleSink:
     async def complete(self, text: str) -> list[str]:
         self._write(text)
         self._out.write("\n")
+        self._mid_line = False
         self._out.flush()
         return []
 
     async def error(self, text: str, *, detail: str | None = None) -> bool:
-        if self._started:
+        if self._mid_line:
+            self._mid_line = False
             with contextlib.suppress(OSError, ValueError):  # the output may be what failed
                 self._out.write("\n")
                 self._out.flush()

@@ -45,7 +45,8 @@ class RedactSecrets(logging.Filter):
         error = record.exc_info[1] if record.exc_info else None
         if not self._tracebacks and (error is not None or record.stack_info):
             message = record.getMessage()
-            summary = " ".join(str(error).split()) if error is not None else ""
+            # The first line only: SQLAlchemy appends the statement and its parameters.
+            summary = (str(error).strip().splitlines() or [""])[0][:300] if error else ""
             if error is not None and (not summary or summary not in message):
                 message += f" ({type(error).__name__}{': ' + summary if summary else ''})"
             record.msg, record.args = message, None

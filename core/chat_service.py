@@ -388,8 +388,14 @@ class _SinkFailed(Exception):
 
 
 def _one_line(exc: BaseException) -> str:
-    """An exception as one line: its text (or class name), with no traceback."""
-    text = " ".join(str(exc).split())
+    """An exception as one line, with no traceback: a backend error's whole text (the
+    backends word it for the operator), else the first line (a database error goes on
+    with the SQL statement and its parameters, i.e. the user's text)."""
+    if isinstance(exc, ChatGPTError):
+        text = " ".join(str(exc).split())
+    else:
+        text = (str(exc).strip().splitlines() or [""])[0][:300]
+        text = f"{type(exc).__name__}: {text}" if text else ""
     return text or type(exc).__name__
 
 
