@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.bots.test_cli import REPO, Result, parley
+from tests.fakes.chatgpt_web import CLEARANCE_TOKEN, SESSION_TOKEN, FakeChatGPTWeb
 from tests.fakes.openai_server import Behaviour, FakeOpenAIServer
 
 KEY = "sk-operator-secret"
@@ -346,3 +347,45 @@ async def test_max_input_chars_refuses_without_a_backend_call(
         "parley: error: That message is too long for me: 12 characters, the limit is 5."
     )
     assert server.chat_requests == []
+
+
+async def test_switching_to_a_server_history_backend_says_a_new_thread_starts(
+    tmp_path: Path, server: FakeOpenAIServer
+) -> None:
+    async with FakeChatGPTWeb() as web:
+        extra = f"""  web:
+    type: chatgpt_web
+    session_token: "{SESSION_TOKEN}"
+    clearance_token: "{CLEARANCE_TOKEN}"
+    api_base_url: {web.api_base_url}
+    backend_api_base_url: {web.backend_api_base_url}
+    max_retries: 0
+"""
+        config = str(write_config(tmp_path, server, extra))
+        assert (await parley("ask", "hi", "--config", config, env=ENV)).code == 0
+        switched = await parley(
+            "ask", "-c", "again", "--backend", "web", "--config", config, env=ENV
+        )
+        assert switched.code == 0, switched.err
+        assert one_line(switched) == (
+            "parley: The last conversation here was with backend 'fake', which 'web' cannot "
+            "continue; starting a new conversation with 'web'."
+        )
+        # The web backend was not handed the other backend's message ids.
+        body = web.requests_to("/backend-api/conversation")[-1].json
+        assert body.get("conversation_id") is None
+
+
+async def test_a_database_from_a_newer_parley_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "newer.db"
+    config = tmp_path / "newer.yaml"
+    config.write_text(f'database: {{url: "sqlite+aiosqlite:///{path}"}}\n')
+    assert (await parley("db", "upgrade", "--config", str(config))).code == 0
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE alembic_version SET version_num = '9999'")
+    for command in (("db", "upgrade"), ("ask", "hi")):
+        result = await parley(*command, "--config", str(config))
+        assert result.code == 1
+        assert "schema revision 9999, which this version of parley does not know" in one_line(
+            result
+        )
