@@ -246,12 +246,13 @@ def _silence_stdout() -> None:
 
 def _dispatch(args: argparse.Namespace, secrets: _Secrets) -> int:
     config, path = load_config(args.config)
-    redact = RedactSecrets(secret_values(config)).redact
+    secret_list = secret_values(config)
+    redact = RedactSecrets(secret_list).redact
     secrets.redact = redact
     run = args.command == "run"
     setup_logging(
         args.verbose,
-        secret_values(config),
+        secret_list,
         timestamps=run,
         tracebacks=run or args.verbose >= 2,  # `parley run` writes a log; the rest a terminal
     )
