@@ -8,23 +8,52 @@ import getpass
 import os
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any, TextIO
 
-from core.chat_service import ChatService
+from core.chat_service import ChatService, Outcome
 from core.incoming import IncomingMessage, ReplyTargetGone
 
 PLATFORM = "console"
+# /help at the terminal: no groups, mentions or replies here.
+CONSOLE_HELP = (
+    "Type a message and press Enter; the answer appears here as it is written.\n"
+    "The conversation is kept between runs: `parley chat --new` starts a fresh one.\n"
+    "Commands:\n"
+    "/help - this message\n"
+    "/reset - start a fresh conversation\n"
+    "Ctrl-D or Ctrl-C quits.\n"
+)
+ERROR_PREFIX = "parley: error: "
+
+
+def _unchanged(text: str) -> str:
+    return text
 
 
 class ConsoleSink:
-    """Prints the answer as it grows; only the new part of each update is written."""
+    """Prints the answer as it grows; only the new part of each update is written.
 
-    def __init__(self, out: TextIO, err: TextIO | None = None, prefix: str = "") -> None:
+    Its reader is the operator, so a failure is shown as the operator's one line
+    (``detail``, see core/incoming.py) on stderr, passed through ``redact`` (the
+    config's secrets masked) as a net under the backends' own redaction.
+    """
+
+    def __init__(
+        self,
+        out: TextIO,
+        err: TextIO | None = None,
+        prefix: str = "",
+        *,
+        redact: Callable[[str], str] = _unchanged,
+    ) -> None:
         self._out = out
         self._err = err or out
         self._prefix = prefix
+        self._redact = redact
         self._printed = ""
         self._started = False
+        self._mid_line = False  # an answer is on the current line: errors start a new one
 
     def _write(self, text: str) -> None:
         try:
@@ -36,6 +65,7 @@ class ConsoleSink:
             else:  # the backend rewrote earlier text (rare): start a fresh line
                 self._out.write("\n" + text)
             self._printed = text
+            self._mid_line = True
             self._out.flush()
         except BrokenPipeError:
             # `parley ask ... | head`: the reader left. Point the descriptor at
@@ -43,6 +73,8 @@ class ConsoleSink:
             with contextlib.suppress(OSError, ValueError):
                 os.dup2(os.open(os.devnull, os.O_WRONLY), self._out.fileno())
             raise ReplyTargetGone("the terminal output was closed") from None
+        # Any other OSError (a full disk behind `> file`) goes to the chat service,
+        # which reports it as an answer that could not be delivered.
 
     async def update(self, text: str) -> None:
         self._write(text)
@@ -50,14 +82,22 @@ class ConsoleSink:
     async def complete(self, text: str) -> list[str]:
         self._write(text)
         self._out.write("\n")
+        self._mid_line = False
         self._out.flush()
         return []
 
-    async def error(self, text: str) -> None:
-        if self._started:
-            self._out.write("\n")
-            self._out.flush()
-        self._err.write(f"error: {text}\n")
+    async def error(self, text: str, *, detail: str | None = None) -> bool:
+        if self._mid_line:
+            self._mid_line = False
+            with contextlib.suppress(OSError, ValueError):  # the output may be what failed
+                self._out.write("\n")
+                self._out.flush()
+        self._err.write(f"{ERROR_PREFIX}{self._redact(detail or text)}\n")
+        self._err.flush()
+        return True
+
+    async def notice(self, text: str) -> None:
+        self._err.write(f"parley: {self._redact(text)}\n")
         self._err.flush()
 
 
@@ -120,12 +160,18 @@ class ConsoleAdapter:
         stdout: TextIO | None = None,
         stderr: TextIO | None = None,
         interactive: bool | None = None,
+        new_conversation: bool = False,
+        redact: Callable[[str], str] = _unchanged,
     ) -> None:
+        """``new_conversation``: the first message starts a fresh conversation, and
+        the old one stays the scope's head until that first answer succeeds."""
         self.service = service
         self._in = stdin or sys.stdin
         self._out = stdout or sys.stdout
         self._err = stderr or sys.stderr
         self._interactive = self._in.isatty() if interactive is None else interactive
+        self._new = new_conversation
+        self._redact = redact
 
     def _say(self, text: str) -> None:
         if self._interactive:
@@ -169,13 +215,18 @@ class ConsoleAdapter:
                     continue
                 msg = console_message(self.service.policy.name, line.rstrip("\n"))
                 prefix = "bot> " if self._interactive else ""
-                sink = ConsoleSink(self._out, self._err, prefix=prefix)
+                sink = ConsoleSink(self._out, self._err, prefix=prefix, redact=self._redact)
                 # Ctrl-C mid-answer stops at once; the cancelled turn commits nothing.
-                answering = asyncio.ensure_future(self.service.handle(msg, sink))
+                answering = asyncio.ensure_future(
+                    self.service.handle(
+                        msg, sink, new_conversation=self._new, help_text=CONSOLE_HELP
+                    )
+                )
                 if not await until_stopped(answering):
                     self._out.write("\n")
                     break
-                answering.result()
+                if answering.result() is Outcome.ANSWERED:
+                    self._new = False
         finally:
             # Also when this task itself is cancelled: nothing may outlive the adapter.
             stopping.cancel()

@@ -36,7 +36,7 @@ class _NullSink:
     async def complete(self, text: str) -> list[str]:
         return []
 
-    async def error(self, text: str) -> None:
+    async def error(self, text: str, *, detail: str | None = None) -> None:
         raise RuntimeError(text)
 
 

@@ -10,14 +10,13 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
-from bots.backends import build_backend
-from bots.config import BotConfig, ParleyConfig, database_url, url_password
+from bots.backends import STORE_HISTORY_TYPES, build_backend
+from bots.config import BotConfig, ParleyConfig, database_url
+from bots.database import database_error
 from bots.errors import StartupError
-from bots.logs import RedactSecrets
 from core.backends.base import Backend
 from core.chat_service import ChatService
 from core.errors import ChatGPTError
-from core.http import redact_url
 from core.incoming import BotPolicy
 from core.store.sql import SQLStore
 from migrations.runner import upgrade_engine
@@ -25,7 +24,12 @@ from migrations.runner import upgrade_engine
 log = logging.getLogger(__name__)
 
 
-def policy_for(bot: BotConfig, backend: str) -> BotPolicy:
+def policy_for(
+    bot: BotConfig, backend: str, shared_history: frozenset[str] = frozenset()
+) -> BotPolicy:
+    """``shared_history``: the names of the backends whose history is in parley's store
+    (``App.shared_history``)."""
+
     def ids(values: list[str | int]) -> frozenset[str]:
         return frozenset(str(v) for v in values)
 
@@ -39,6 +43,8 @@ def policy_for(bot: BotConfig, backend: str) -> BotPolicy:
         allowed_guilds=ids(getattr(bot, "allowed_guilds", [])),  # Discord only
         allowed_roles=ids(getattr(bot, "allowed_roles", [])),
         admins=ids(bot.admins),
+        max_input_chars=bot.max_input_chars,
+        shared_history=shared_history,
     )
 
 
@@ -58,16 +64,14 @@ class App:
         return self._store
 
     async def __aenter__(self) -> Self:
-        store = SQLStore(self.url)
+        store: SQLStore | None = None
         try:
+            store = SQLStore(self.url)
             await upgrade_engine(store.engine)  # through the store's engine: one pool
         except Exception as exc:
-            await store.aclose()
-            where = "check database.url" if self.config.database.url else "check $PARLEY_HOME"
-            raise StartupError(
-                f"cannot open the database at {redact_url(self.url)} ({_reason(exc, self.url)}); "
-                f"{where}"
-            ) from exc
+            if store is not None:
+                await store.aclose()
+            raise database_error(self.config, exc) from exc
         self._store = store
         return self
 
@@ -100,18 +104,20 @@ class App:
             self._backends[name] = backend
         return self._backends[name]
 
+    @property
+    def shared_history(self) -> frozenset[str]:
+        """The configured backends that read their history from parley's store."""
+        return frozenset(
+            name for name, b in self.config.backends.items() if b.type in STORE_HISTORY_TYPES
+        )
+
     def service(self, bot: BotConfig, backend: str | None = None) -> ChatService:
         name = backend or self.config.backend_for(bot)
         return ChatService(
-            policy=policy_for(bot, name), backend=self.backend(name), store=self.store
+            policy=policy_for(bot, name, self.shared_history),
+            backend=self.backend(name),
+            store=self.store,
         )
-
-
-def _reason(exc: BaseException, url: str) -> str:
-    """The first line of an error, with any password from the database URL masked."""
-    line = (str(exc).strip().splitlines() or [""])[0][:200]
-    line = RedactSecrets([p for p in (url_password(url),) if p]).redact(line)
-    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
 def install_stop_signals(stop: asyncio.Event) -> Callable[[], None]:

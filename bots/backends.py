@@ -13,6 +13,10 @@ from bots.config import (
 from core.backends.base import Backend
 from core.store.history import HistoryStore
 
+#: Backend types whose history lives in parley's store (they rebuild the prompt from
+#: it); chatgpt_web keeps its history on its server. See BotPolicy.shared_history.
+STORE_HISTORY_TYPES = frozenset({"local", "chat_completions"})
+
 
 def _plain(headers: dict[str, Any]) -> dict[str, str]:
     return {k: v.get_secret_value() for k, v in headers.items()}

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
+from importlib import metadata
 
 import yaml
 
@@ -21,10 +24,10 @@ from bots.config import (
     secret_values,
 )
 from bots.errors import StartupError
-from bots.logs import setup_logging
-from core.http import redact_url
+from bots.logs import RedactSecrets, setup_logging
 
 ASK_BOT = "ask"
+Redact = Callable[[str], str]
 
 
 def _common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
@@ -41,8 +44,16 @@ def _common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         "--verbose",
         action="count",
         default=0 if top else argparse.SUPPRESS,
-        help="log more (-vv: debug)",
+        help="log more: -v a line per turn and retries, -vv parley's debug lines and "
+        "tracebacks, -vvv the libraries' debug lines too",
     )
+
+
+def _version() -> str:
+    try:
+        return metadata.version("parley")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="parley", description="Self-hosted chat bots on one async ChatGPT core."
     )
     _common_options(parser, top=True)
+    parser.add_argument("--version", action="version", version=f"parley {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     ask = sub.add_parser(
@@ -91,37 +103,41 @@ def _console_bot(config: ParleyConfig) -> BotConfig:
     return ConsoleBotConfig(name="console", platform="console")
 
 
-async def _ask(config: ParleyConfig, prompt: str, cont: bool, backend: str | None) -> int:
+async def _ask(
+    config: ParleyConfig, prompt: str, cont: bool, backend: str | None, redact: Redact
+) -> int:
     from adapters.console import ConsoleSink, console_message
     from bots.app import App
     from core.chat_service import Outcome
 
-    bot = ConsoleBotConfig(name=ASK_BOT, platform="console")
+    # The configured console bot's limits (max_input_chars) apply to `ask` too.
+    settings = _console_bot(config).model_dump(include={"max_input_chars"})
+    bot = ConsoleBotConfig(name=ASK_BOT, platform="console", **settings)
     async with App(config) as app:
         service = app.service(bot, backend)
-        sink = ConsoleSink(sys.stdout, sys.stderr)
+        sink = ConsoleSink(sys.stdout, sys.stderr, redact=redact)
         outcome = await service.handle(
             console_message(ASK_BOT, prompt, chat_id="ask"),
             sink,
             new_conversation=not cont,
             commands=False,  # a prompt such as "/etc/hosts: what is it?" is a question
         )
-    return 1 if outcome in (Outcome.FAILED, Outcome.DENIED) else 0
+    return 0 if outcome is Outcome.ANSWERED else 1
 
 
-async def _chat(config: ParleyConfig, backend: str | None, new: bool) -> int:
-    from adapters.console import ConsoleAdapter, console_message
+async def _chat(config: ParleyConfig, backend: str | None, new: bool, redact: Redact) -> int:
+    from adapters.console import ConsoleAdapter
     from bots.app import App, install_stop_signals
 
     bot = _console_bot(config)
     async with App(config) as app:
         service = app.service(bot, backend)
-        if new:
-            await service.reset(console_message(bot.name, ""))
         stop = asyncio.Event()
         remove = install_stop_signals(stop)
         try:
-            await ConsoleAdapter(service).run(stop)
+            # --new: like `ask` without -c, the old conversation stays the head until
+            # the first answer of the new one succeeds.
+            await ConsoleAdapter(service, new_conversation=new, redact=redact).run(stop)
         finally:
             remove()
     return 0
@@ -143,24 +159,22 @@ async def _run(config: ParleyConfig) -> int:
 
 async def _db(config: ParleyConfig, action: str) -> int:
     # Imported here, as in the other commands: `parley config check` stays fast.
-    from sqlalchemy.engine import make_url
-
-    from core.store.engine import sqlite_file
+    from bots.database import database_error
+    from core.http import redact_url
+    from core.store.engine import parse_database_url, sqlite_file
     from migrations.runner import current, upgrade
 
     url = database_url(config)
-    sqlite_path = sqlite_file(make_url(url))
-    if action == "current" and sqlite_path is not None and not sqlite_path.exists():
-        print("none (run `parley db upgrade`)")  # and don't create the file by looking
-        return 0
     try:
+        sqlite_path = sqlite_file(parse_database_url(url))
+        if action == "current" and sqlite_path is not None and not sqlite_path.exists():
+            print("none (run `parley db upgrade`)")  # and don't create the file by looking
+            return 0
         if action == "upgrade":
             await upgrade(url)
         revision = await current(url)
     except Exception as exc:
-        raise StartupError(
-            f"cannot reach the database at {redact_url(url)} ({type(exc).__name__})"
-        ) from exc
+        raise database_error(config, exc) from exc
     if action == "upgrade":
         print(f"database {redact_url(url)} is at revision {revision}")
     else:
@@ -184,13 +198,23 @@ def _tolerant_stdio() -> None:
             reconfigure(errors="replace")
 
 
+class _Secrets:
+    """The config's secrets, known once it is loaded: error lines are masked too."""
+
+    def __init__(self) -> None:
+        self.redact: Redact = str
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _tolerant_stdio()
+    secrets = _Secrets()
     try:
-        return _dispatch(args)
+        code = _dispatch(args, secrets)
+        sys.stdout.flush()  # a full disk behind `> file` fails here, not at exit
+        return code
     except (ConfigError, StartupError) as exc:
-        print(f"parley: error: {exc}", file=sys.stderr)
+        print(f"parley: error: {secrets.redact(str(exc))}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
     except KeyboardInterrupt:
         print(file=sys.stderr)
@@ -198,13 +222,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # The reader went away (`parley config check | head`): stop quietly, and keep
         # Python from complaining again when it flushes stdout at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _silence_stdout()
+        return 1
+    except Exception as exc:
+        # Anything else (a full disk, a bug): one line at the terminal; the traceback
+        # only when asked for, since it means nothing to most people reading it.
+        if args.verbose >= 2:
+            print(secrets.redact(traceback.format_exc()), end="", file=sys.stderr)
+        line = " ".join(str(exc).split()) or "no details"
+        hint = "" if args.verbose >= 2 else " (-vv shows the traceback)"
+        print(
+            f"parley: error: {secrets.redact(f'{type(exc).__name__}: {line}')}{hint}",
+            file=sys.stderr,
+        )
+        if isinstance(exc, OSError):
+            _silence_stdout()  # stdout itself may be what failed
         return 1
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _silence_stdout() -> None:
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _dispatch(args: argparse.Namespace, secrets: _Secrets) -> int:
     config, path = load_config(args.config)
-    setup_logging(args.verbose, secret_values(config), timestamps=args.command == "run")
+    secret_list = secret_values(config)
+    redact = RedactSecrets(secret_list).redact
+    secrets.redact = redact
+    run = args.command == "run"
+    setup_logging(
+        args.verbose,
+        secret_list,
+        timestamps=run,
+        tracebacks=run or args.verbose >= 2,  # `parley run` writes a log; the rest a terminal
+    )
     if args.command == "config":
         print(f"# config OK: {path or 'built-in defaults'}")
         print(yaml.safe_dump(redacted_dump(config), sort_keys=False, allow_unicode=True), end="")
@@ -213,9 +265,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         prompt = _read_prompt(args.prompt)
         if not prompt.strip():
             raise ConfigError("the prompt is empty")
-        return asyncio.run(_ask(config, prompt, args.cont, args.backend))
+        return asyncio.run(_ask(config, prompt, args.cont, args.backend, redact))
     if args.command == "chat":
-        return asyncio.run(_chat(config, args.backend, args.new))
+        return asyncio.run(_chat(config, args.backend, args.new, redact))
     if args.command == "run":
         return asyncio.run(_run(config))
     if args.command == "db":

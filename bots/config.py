@@ -8,18 +8,29 @@ Every error is one line that names the offending key.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import platformdirs
 import yaml
-from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
 from adapters.discord.config import DiscordBotConfig
 from adapters.settings import ConsoleBotConfig, Strict
 from adapters.telegram.config import TelegramBotConfig
-from bots.interpolate import InterpolationError, interpolate
+from bots.interpolate import ConfigShapeError, InterpolationError, interpolate
+
+#: A parley config is a few kilobytes; anything this large is the wrong file.
+MAX_CONFIG_BYTES = 1024 * 1024
 
 
 class ConfigError(Exception):
@@ -27,6 +38,39 @@ class ConfigError(Exception):
 
 
 _Strict = Strict
+
+
+def url_problem(value: str, schemes: tuple[str, ...], example: str) -> str | None:
+    """Why ``value`` is not a URL with one of ``schemes`` and a host, or None if it is.
+
+    The value itself is never repeated: a misplaced key could be in it.
+    """
+    try:
+        parts = urlsplit(value.strip())
+        host = parts.hostname
+    except ValueError:
+        parts, host = None, None
+    if parts is not None and parts.scheme.lower() in schemes and host:
+        return None
+    wanted = " or ".join(f"{s}://" for s in schemes)
+    article = "an" if schemes[0][0] in "aehiou" else "a"
+    found = ""
+    if parts is not None and re.fullmatch(r"[A-Za-z][\w+.-]*", parts.scheme) and "://" in value:
+        found = f", not {parts.scheme}://"
+    return f"must be {article} {wanted} URL such as {example}{found}"
+
+
+def _url(*schemes: str, example: str) -> AfterValidator:
+    def check(value: str) -> str:
+        problem = url_problem(value, schemes, example)
+        if problem is not None:
+            raise ValueError(problem)
+        return value.strip()
+
+    return AfterValidator(check)
+
+
+HttpURL = Annotated[str, _url("http", "https", example="https://api.openai.com/v1")]
 
 
 class DatabaseConfig(_Strict):
@@ -56,7 +100,7 @@ class LocalBackendConfig(_HistoryBackend):
 
 class ChatCompletionsConfig(_HistoryBackend):
     type: Literal["chat_completions"]
-    base_url: str
+    base_url: HttpURL
     api_key: SecretStr | None = None
     model: str
     max_model_tokens: int = Field(4096, gt=0)
@@ -77,8 +121,8 @@ class ChatGPTWebConfig(_Strict):
     clearance_token: SecretStr
     access_token: SecretStr | None = None
     access_token_ttl: float = Field(3600.0, gt=0)
-    api_base_url: str = "https://chat.openai.com/api"
-    backend_api_base_url: str = "https://chat.openai.com/backend-api"
+    api_base_url: HttpURL = "https://chat.openai.com/api"
+    backend_api_base_url: HttpURL = "https://chat.openai.com/backend-api"
     markdown: bool = True
     user_agent: str | None = None
     headers: dict[str, SecretStr] = Field(default_factory=dict)
@@ -127,8 +171,15 @@ def parley_home() -> Path:
 
 
 def database_url(config: ParleyConfig) -> str:
+    """The URL the store opens: ``database.url`` with its async driver filled in
+    (``postgresql://`` -> ``postgresql+asyncpg://``), else a SQLite file in $PARLEY_HOME."""
     if config.database.url:
-        return config.database.url
+        from core.store.urls import DatabaseURLError, check_database_url
+
+        try:
+            return check_database_url(config.database.url)
+        except DatabaseURLError:
+            return config.database.url  # the store says why, in the same words
     return f"sqlite+aiosqlite:///{parley_home() / 'parley.db'}"
 
 
@@ -145,25 +196,73 @@ def find_config_path(explicit: str | os.PathLike[str] | None) -> Path | None:
 def _existing_file(path: Path, what: str) -> Path:
     if path.is_dir():
         raise ConfigError(f"{what} is a folder, not a file")
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"{what} is not a regular file")
     if not path.is_file():
         raise ConfigError(f"{what} does not exist")
     return path
+
+
+class _Loader(yaml.SafeLoader):
+    """safe_load, but a key given twice in one mapping is an error, not a silent
+    override (two ``backends:`` sections would otherwise lose the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            key = self.construct_object(key_node)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} appears twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """``at line 3, column 4: <what PyYAML found wrong>``."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = str(getattr(exc, "problem", None) or "").strip()
+    context = str(getattr(exc, "context", None) or "").strip()
+    context_mark = getattr(exc, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    if "'\\t'" in problem:
+        problem += " (indent with spaces: YAML does not allow tabs there)"
+    if context and context_mark is not None and mark is not None and context_mark.line != mark.line:
+        problem += f" ({context} that starts at line {context_mark.line + 1})"
+    return f"{where}: {problem}" if problem else where
+
+
+def _read_config_file(path: Path) -> str:
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path}: larger than {MAX_CONFIG_BYTES // 1024 // 1024} MiB; a parley config is "
+            "a few kilobytes (is this the right file?)"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
 
 
 def load_config(explicit: str | os.PathLike[str] | None = None) -> tuple[ParleyConfig, Path | None]:
     path = find_config_path(explicit)
     if path is None:
         return ParleyConfig(), None
+    text = _read_config_file(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{where}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+        raise ConfigError(f"{path}: not valid YAML{_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
     return parse_config(raw, source=str(path)), path
 
 
@@ -176,16 +275,48 @@ def parse_config(
         raise ConfigError(f"{source}: the top level must be a mapping of keys")
     try:
         data = interpolate(raw, env)
-    except InterpolationError as exc:
+    except (InterpolationError, ConfigShapeError) as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: the config is nested too deeply") from None
+    if "backends" in data and data["backends"] in (None, {}):
+        raise ConfigError(
+            f"{source}: backends: at least one backend is needed, "
+            "e.g. backends: {local: {type: local}}"
+        )
     try:
         config = ParleyConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{source}: {_describe(exc, data)}") from None
+    if config.database.url:
+        _check_database_url(config.database.url, source)
     if "default_backend" not in data:
         config = config.model_copy(update={"default_backend": _pick_default(config, source)})
     _check_references(config, source)
     return config
+
+
+def _check_database_url(url: str, source: str) -> None:
+    from core.store.urls import DatabaseURLError, check_database_url
+
+    try:
+        check_database_url(url)
+    except DatabaseURLError as exc:
+        raise ConfigError(f"{source}: database.url: {exc}") from None
+
+
+def _check_bot_urls(bot: BotConfig, key: str, source: str) -> None:
+    """Endpoint overrides of the platform bots (their models live in adapters/)."""
+    checks = (
+        ("api_base_url", ("http", "https"), "http://127.0.0.1:8081/bot"),
+        ("gateway_url", ("ws", "wss"), "wss://gateway.example/"),
+    )
+    for field, schemes, example in checks:
+        value = getattr(bot, field, None)
+        if value is not None:
+            problem = url_problem(value, schemes, example)
+            if problem is not None:
+                raise ConfigError(f"{source}: {key}.{field}: {problem}")
 
 
 def _pick_default(config: ParleyConfig, source: str) -> str:
@@ -213,7 +344,12 @@ def _check_references(config: ParleyConfig, source: str) -> None:
             raise ConfigError(f"{source}: {key}.name: another bot is already named {bot.name!r}")
         seen.add(bot.name)
         if bot.backend is not None and bot.backend not in config.backends:
-            raise ConfigError(f"{source}: {key}.backend: no backend named {bot.backend!r}")
+            known = ", ".join(sorted(config.backends))
+            raise ConfigError(
+                f"{source}: {key}.backend: no backend named {bot.backend!r} "
+                f"(backends defined: {known})"
+            )
+        _check_bot_urls(bot, key, source)
         if bot.platform in ("discord", "telegram") and not (
             bot.token and bot.token.get_secret_value()
         ):
@@ -260,16 +396,23 @@ def _describe(exc: ValidationError, data: Any) -> str:
 
 
 SECRET_MASK = "********"
+_URL_START = re.compile(r"^[A-Za-z][\w+.-]*://")
+
+
+def _is_url(value: str) -> bool:
+    return bool(_URL_START.match(value.strip()))
 
 
 def redacted_dump(config: ParleyConfig) -> dict[str, Any]:
-    """The config as plain data with every secret masked, for ``parley config check``."""
+    """The config as plain data with every secret masked, for ``parley config check``:
+    secret fields, and in every URL the password and secret-looking query values."""
+    from core.http import redact_url  # here: importing core costs `config check` 0.25 s
 
     def clean(value: Any) -> Any:
         if isinstance(value, SecretStr):
             return SECRET_MASK if value.get_secret_value() else ""
-        if isinstance(value, str) and url_password(value):
-            return value.replace(url_password(value) or "", SECRET_MASK)
+        if isinstance(value, str) and _is_url(value):
+            return redact_url(value)
         if isinstance(value, BaseModel):
             fields = sorted(type(value).model_fields, key=lambda k: k != "type")
             return {k: clean(getattr(value, k)) for k in fields}
@@ -279,21 +422,9 @@ def redacted_dump(config: ParleyConfig) -> dict[str, Any]:
             return [clean(v) for v in value]
         return value
 
-    from core.http import redact_url  # here: importing core costs `config check` 0.25 s
-
     data: dict[str, Any] = clean(config)
     data["database"]["url"] = redact_url(database_url(config))
     return data
-
-
-def url_password(value: str) -> str | None:
-    """The password in ``scheme://user:password@host/...``, if the string is such a URL."""
-    if "://" not in value or "@" not in value:
-        return None
-    try:
-        return urlsplit(value.strip()).password or None
-    except ValueError:
-        return None
 
 
 def _leaves(value: Any) -> list[Any]:
@@ -309,11 +440,13 @@ def _leaves(value: Any) -> list[Any]:
 
 def secret_values(config: ParleyConfig) -> list[str]:
     """Every secret string in the config, for the log redaction filter: the secret
-    fields, and passwords inside URLs (as written and percent-decoded)."""
+    fields, and what ``redact_url`` masks in URLs (as written and percent-decoded)."""
+    from core.http import url_secrets
+
     found: list[str] = []
     for leaf in _leaves(config):
         if isinstance(leaf, SecretStr) and leaf.get_secret_value():
             found.append(leaf.get_secret_value())
-        elif isinstance(leaf, str) and (password := url_password(leaf)):
-            found.extend({password, unquote(password)})
+        elif isinstance(leaf, str) and _is_url(leaf):
+            found.extend(url_secrets(leaf))
     return found

@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
 from core.backends.base import Backend, collect
 from core.errors import ChatGPTError
 from core.incoming import BotPolicy, IncomingMessage, ReplySink, ReplyTargetGone
+from core.store.errors import describe_database_error
 from core.types import ChatResponse, ScopeHead, StoredMessage, Turn
 
 log = logging.getLogger(__name__)
 
+# The chat platforms' help; an adapter passes its own to ``handle`` (the console's
+# speaks of the terminal, see adapters/console.py).
 HELP_TEXT = (
     "Talk to me and I'll answer. In groups, mention me or reply to one of my messages.\n"
     "Reply to an older answer of mine to branch the conversation from there.\n"
@@ -28,11 +32,13 @@ HELP_TEXT = (
     "/help - this message\n"
     "/reset - start a fresh conversation\n"
 )
-START_TEXT = "Hi! I'm a chat bot. Send me a message and I'll answer.\n\n" + HELP_TEXT
+GREETING = "Hi! I'm a chat bot. Send me a message and I'll answer.\n\n"
+START_TEXT = GREETING + HELP_TEXT
 RESET_TEXT = "Done: the next message starts a fresh conversation."
 DENIED_TEXT = "Sorry, you are not allowed to use this bot here."
 INTERNAL_ERROR_TEXT = "Something went wrong on my side and the message was not answered."
 NOT_SAVED_TEXT = "The answer above could not be saved; the next message won't see it."
+TOO_LONG_TEXT = "That message is too long for me: {length} characters, the limit is {limit}."
 COMMANDS = frozenset({"start", "help", "reset"})
 LONG_TEXT = 20_000  # characters; longer texts are tokenized off the event loop
 
@@ -57,6 +63,7 @@ class Outcome(Enum):
     COMMAND = "command"
     ANSWERED = "answered"
     FAILED = "failed"
+    TOO_LONG = "too long"  # refused by max_input_chars, before the backend
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +119,14 @@ class ChatService:
         *,
         new_conversation: bool = False,
         commands: bool = True,
+        help_text: str | None = None,
     ) -> Outcome:
         """Answer ``msg`` through ``sink``.
 
         ``new_conversation`` starts a fresh conversation, but the scope's head only moves
         if the answer succeeds. ``commands=False`` treats a leading ``/`` as text.
+        ``help_text`` is the adapter's answer to ``/help`` (default: ``HELP_TEXT``, the
+        chat platforms' text; ``/start`` greets and then shows it too).
         """
         command = Command.parse(msg.text) if commands else None
         if not self._is_for_us(msg, command):
@@ -126,29 +136,47 @@ class ChatService:
             return Outcome.DENIED
         try:
             if command is not None:
-                return await self._command(command, msg, sink)
+                return await self._command(command, msg, sink, help_text or HELP_TEXT)
             text = msg.text.strip()
             if not text:
                 return Outcome.IGNORED
+            limit = self.policy.max_input_chars
+            if limit is not None and len(text) > limit:
+                refusal = TOO_LONG_TEXT.format(length=len(text), limit=limit)
+                log.info("bot %s: refused a message of %d characters", self.policy.name, len(text))
+                await _tell(sink, refusal, refusal)
+                return Outcome.TOO_LONG
             scope_key = self.policy.scope_key(msg)
             async with self._lock(scope_key):
-                where = (None, None) if new_conversation else await self._where(msg, scope_key)
+                if new_conversation:
+                    where: tuple[str | None, str | None] = (None, None)
+                else:
+                    where = await self._where(msg, scope_key, sink)
                 return await self._answer(msg, text, scope_key, where, sink)
         except asyncio.CancelledError:
             raise
         except ReplyTargetGone:
             log.info("bot %s: the reply's destination went away", self.policy.name)
             return Outcome.FAILED
-        except Exception:
-            log.exception("bot %s: unexpected error while handling a message", self.policy.name)
-            await _tell(sink, INTERNAL_ERROR_TEXT)
+        except Exception as exc:
+            detail = f"unexpected error while handling a message: {_one_line(exc)}"
+            shown = await _tell(sink, INTERNAL_ERROR_TEXT, detail)
+            log.log(
+                logging.INFO if shown else logging.ERROR,
+                "bot %s: %s",
+                self.policy.name,
+                detail,
+                exc_info=True,
+            )
             return Outcome.FAILED
 
-    async def _command(self, command: Command, msg: IncomingMessage, sink: ReplySink) -> Outcome:
+    async def _command(
+        self, command: Command, msg: IncomingMessage, sink: ReplySink, help_text: str
+    ) -> Outcome:
         if command.name == "start":
-            await sink.complete(START_TEXT)
+            await sink.complete(GREETING + help_text)
         elif command.name == "help":
-            await sink.complete(HELP_TEXT)
+            await sink.complete(help_text)
         elif command.name == "reset":
             async with self._lock(self.policy.scope_key(msg)):
                 await self.reset(msg)
@@ -157,7 +185,9 @@ class ChatService:
             await sink.complete(f"Unknown command /{command.name}. Try /help.")
         return Outcome.COMMAND
 
-    async def _where(self, msg: IncomingMessage, scope_key: str) -> tuple[str | None, str | None]:
+    async def _where(
+        self, msg: IncomingMessage, scope_key: str, sink: ReplySink
+    ) -> tuple[str | None, str | None]:
         """The conversation id and parent message id the new turn hangs under."""
         if msg.reply_to_message_id:
             linked = await self.store.find_link(
@@ -170,8 +200,30 @@ class ChatService:
                 if parent is not None:
                     return linked.conversation_id, parent
         head = await self.store.get_head(self.policy.name, scope_key)
-        if head is not None and head.backend == self.policy.backend:
+        if head is None:
+            return None, None
+        ours, theirs = self.policy.backend, head.backend
+        if theirs == ours:
             return head.conversation_id, head.parent_message_id
+        if {ours, theirs} <= self.policy.shared_history:
+            # Both read the history from parley's store: the thread carries over.
+            log.info(
+                "bot %s: continuing a conversation of backend %r with backend %r",
+                self.policy.name,
+                theirs,
+                ours,
+            )
+            return head.conversation_id, head.parent_message_id
+        # One of them keeps its history on its own server (chatgpt_web): the other
+        # cannot continue it.
+        remark = (
+            f"The last conversation here was with backend {theirs!r}, which {ours!r} "
+            f"cannot continue; starting a new conversation with {ours!r}."
+        )
+        log.info("bot %s: %s", self.policy.name, remark)
+        notice = getattr(sink, "notice", None)
+        if notice is not None:
+            await notice(remark)
         return None, None
 
     async def _answer(
@@ -184,23 +236,73 @@ class ChatService:
     ) -> Outcome:
         conversation_id, parent_id = where
         user_message_id = str(uuid.uuid4())
+        turn_log = _TurnLog(self.policy)
         try:
-            final = await self._stream(text, conversation_id, parent_id, user_message_id, sink)
-        except ChatGPTError as exc:
-            log.warning("bot %s: backend failed: %s", self.policy.name, exc)
-            await _tell(sink, exc.user_message)
-            return Outcome.FAILED
-
-        try:
-            platform_ids = await sink.complete(final.text)
+            try:
+                final = await self._stream(
+                    text, conversation_id, parent_id, user_message_id, sink, turn_log
+                )
+            except ChatGPTError as exc:
+                shown = await _tell(
+                    sink, exc.user_message, f"backend {self.policy.backend!r}: {_one_line(exc)}"
+                )
+                turn_log.failed(_one_line(exc), shown=shown)
+                return Outcome.FAILED
+            except _SinkFailed as failure:
+                return await self._undelivered(failure.error, sink, turn_log)
+            turn_log.final = final
+            try:
+                platform_ids = await sink.complete(final.text)
+            except ReplyTargetGone:
+                raise
+            except Exception as exc:
+                # The platform refused the answer (deleted channel, lost permission): the
+                # user never saw it, so the conversation must not move on either.
+                return await self._undelivered(exc, sink, turn_log)
+            outcome = await self._commit(
+                msg, text, scope_key, where, user_message_id, final, platform_ids, sink
+            )
+            if outcome is Outcome.ANSWERED:
+                turn_log.answered()
+            else:
+                turn_log.outcome = "not saved"
+            return outcome
         except ReplyTargetGone:
+            turn_log.outcome = "the reply's destination went away"
             raise
-        except Exception:
-            # The platform refused the answer (deleted channel, lost permission): the
-            # user never saw it, so the conversation must not move on either.
-            log.exception("bot %s: could not deliver the answer", self.policy.name)
-            return Outcome.FAILED
+        except asyncio.CancelledError:
+            turn_log.outcome = "cancelled"
+            raise
+        finally:
+            turn_log.emit()
 
+    async def _undelivered(
+        self, exc: BaseException, sink: ReplySink, turn_log: _TurnLog
+    ) -> Outcome:
+        detail = f"could not deliver the answer: {_one_line(exc)}"
+        shown = await _tell(sink, INTERNAL_ERROR_TEXT, detail)
+        log.log(
+            logging.INFO if shown else logging.ERROR,
+            "bot %s: %s",
+            self.policy.name,
+            detail,
+            exc_info=exc,
+        )
+        turn_log.outcome = "not delivered"
+        return Outcome.FAILED
+
+    async def _commit(
+        self,
+        msg: IncomingMessage,
+        text: str,
+        scope_key: str,
+        where: tuple[str | None, str | None],
+        user_message_id: str,
+        final: ChatResponse,
+        platform_ids: list[str],
+        sink: ReplySink,
+    ) -> Outcome:
+        conversation_id, parent_id = where
         conv = final.conversation_id or conversation_id or str(uuid.uuid4())
         user = StoredMessage(
             id=final.parent_message_id or user_message_id,
@@ -224,9 +326,19 @@ class ChatService:
         turn = Turn(self.policy.name, scope_key, self.policy.backend, user, assistant, links)
         try:
             await self.store.commit_turn(turn)
-        except Exception:
-            log.exception("bot %s: could not save the turn", self.policy.name)
-            await _tell(sink, NOT_SAVED_TEXT)
+        except Exception as exc:
+            detail = (
+                "the answer was shown but could not be saved, so the next message won't "
+                f"see it: {describe_database_error(exc)}"
+            )
+            shown = await _tell(sink, NOT_SAVED_TEXT, detail)
+            log.log(
+                logging.INFO if shown else logging.ERROR,
+                "bot %s: %s",
+                self.policy.name,
+                detail,
+                exc_info=True,
+            )
             return Outcome.FAILED
         return Outcome.ANSWERED
 
@@ -243,6 +355,7 @@ class ChatService:
         parent_id: str | None,
         message_id: str,
         sink: ReplySink,
+        turn_log: _TurnLog,
     ) -> ChatResponse:
         stream = self.backend.stream_message(
             text,
@@ -252,16 +365,88 @@ class ChatService:
         )
 
         async def show(partial: ChatResponse) -> None:
+            if partial.text and turn_log.first_text is None:
+                turn_log.first_text = time.monotonic()
             if not partial.done:
-                await sink.update(partial.text)
+                try:
+                    await sink.update(partial.text)
+                except (ReplyTargetGone, asyncio.CancelledError):
+                    raise
+                except Exception as exc:
+                    raise _SinkFailed(exc) from exc
 
         # collect() closes the stream on any exit, aborting the request if a sink fails.
         return await collect(stream, show)
 
 
-async def _tell(sink: ReplySink, text: str) -> None:
-    """Report a problem to the user; a sink that fails at that too is only logged."""
+class _SinkFailed(Exception):
+    """The sink raised while showing a partial answer (not the backend's fault)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line, with no traceback: a backend error's whole text (the
+    backends word it for the operator), else the first line (a database error goes on
+    with the SQL statement and its parameters, i.e. the user's text)."""
+    if isinstance(exc, ChatGPTError):
+        text = " ".join(str(exc).split())
+    else:
+        text = (str(exc).strip().splitlines() or [""])[0][:300]
+        text = f"{type(exc).__name__}: {text}" if text else ""
+    return text or type(exc).__name__
+
+
+@dataclass
+class _TurnLog:
+    """The one INFO line per turn: bot, backend, what was sent, how long it took."""
+
+    policy: BotPolicy
+    started: float = field(default_factory=time.monotonic)
+    first_text: float | None = None
+    final: ChatResponse | None = None
+    outcome: str = "failed"
+    level: int = logging.INFO
+
+    def answered(self) -> None:
+        self.outcome = "answered"
+
+    def failed(self, detail: str, *, shown: bool) -> None:
+        self.outcome = f"failed: {detail}"
+        # The operator must hear of a failure: in the log, unless the sink showed it.
+        self.level = logging.INFO if shown else logging.WARNING
+
+    def emit(self) -> None:
+        now = time.monotonic()
+        final = self.final
+        if final is not None and final.prompt_messages is not None:
+            tokens = f", {final.prompt_tokens} tokens" if final.prompt_tokens is not None else ""
+            sent = f"sent {final.prompt_messages} history messages{tokens}"
+        else:
+            sent = "history not reported by the backend"
+        first = f"{self.first_text - self.started:.2f} s" if self.first_text else "none"
+        log.log(
+            self.level,
+            "bot %s, backend %s: %s; %s; first text after %s, %.2f s in all",
+            self.policy.name,
+            self.policy.backend,
+            self.outcome,
+            sent,
+            first,
+            now - self.started,
+        )
+
+
+async def _tell(sink: ReplySink, text: str, detail: str | None = None) -> bool:
+    """Report a problem to the user (``text``) and the operator (``detail``, see
+    core/incoming.py); True if the sink showed ``detail`` to the operator. A sink that
+    fails at that too is only logged."""
     try:
-        await sink.error(text)
+        return bool(await sink.error(text, detail=detail))
+    except ReplyTargetGone:
+        return False
     except Exception:
         log.exception("could not tell the user: %s", text)
+        return False

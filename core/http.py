@@ -172,22 +172,55 @@ class Secret:
     __str__ = __repr__
 
 
+#: Query parameters whose values are credentials: ``api-key``, ``api_key``, ``key``,
+#: ``token``, ``access_token``, ``sig``, ``signature``, ``secret``, ``password``,
+#: ``auth``, ``session``... (a substring match: masking a harmless ``design=`` costs less
+#: than showing an Azure SAS ``sig=``).
+SECRET_QUERY = re.compile(r"key|token|secret|passw|pwd|auth|sig|credential|session|cookie", re.I)
+#: What a masked part of a URL shows, as in ``parley config check`` and the logs.
+URL_MASK = "********"
+
+
 def redact_url(url: str) -> str:
-    """``url`` fit for reprs and logs: ``user:password@`` and the values of
-    secret-looking query parameters (``?api-key=...``, see ``SECRET_HEADER``) masked."""
+    """``url`` fit for output and logs: the password (or a user name that stands alone,
+    which may be a token) and the values of secret-looking query parameters
+    (``SECRET_QUERY``) shown as ``********``. Anything else is returned unchanged."""
     try:
         parsed = URL(url)
     except (TypeError, ValueError):
-        return "***"  # unparsable: it might still hold a secret
+        return URL_MASK  # unparsable: it might still hold a secret
     masked = parsed
-    if parsed.user or parsed.password:  # a user name alone may be a token, too
-        had_password = parsed.password is not None
-        masked = masked.with_user("***").with_password("***" if had_password else None)
-    if any(SECRET_HEADER.search(name) for name in parsed.query):
+    if parsed.password is not None:
+        masked = masked.with_password(URL_MASK)
+    elif parsed.user:  # a user name alone may be a token (https://TOKEN@host)
+        masked = masked.with_user(URL_MASK)
+    if any(SECRET_QUERY.search(name) for name in parsed.query):
         masked = masked.with_query(
-            [(k, "***" if SECRET_HEADER.search(k) else v) for k, v in parsed.query.items()]
+            [(k, URL_MASK if SECRET_QUERY.search(k) else v) for k, v in parsed.query.items()]
         )
     return url if masked is parsed else str(masked)
+
+
+def url_secrets(url: str) -> list[str]:
+    """The parts of ``url`` that ``redact_url`` masks, as written and percent-decoded,
+    for a log filter that must mask them wherever else they turn up."""
+    try:
+        parsed = URL(url)
+    except (TypeError, ValueError):
+        return [url] if url else []
+    found: list[str | None] = []
+    if parsed.password is not None:
+        found += [parsed.raw_password, parsed.password]
+    elif parsed.user:
+        found += [parsed.raw_user, parsed.user]
+    for name, value in parsed.query.items():
+        if SECRET_QUERY.search(name):
+            found.append(value)
+    for pair in parsed.raw_query_string.split("&"):
+        name, _, value = pair.partition("=")
+        if SECRET_QUERY.search(name):
+            found.append(value)
+    return list(dict.fromkeys(s for s in found if s))
 
 
 class Redactor:

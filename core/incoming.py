@@ -1,4 +1,21 @@
-"""What adapters hand to the chat service, and what it hands back to them."""
+"""What adapters hand to the chat service, and what it hands back to them.
+
+Who hears about a failure. Every failure has two readers: the chat user, who gets
+``text`` (plain words: "The AI backend is busy..."), and the operator, who needs
+``detail`` (what failed, where, after how many tries: "backend 'openai': HTTP 503
+from api.example/v1/chat/completions after 4 tries: ..."). The chat service passes
+both to ``ReplySink.error``:
+
+- a platform sink (Telegram, Discord) shows the chat user ``text`` and returns
+  None; the service then logs ``detail`` at WARNING for the log of ``parley run``;
+- a sink whose reader IS the operator (the terminal of ``parley ask`` / ``chat``)
+  shows ``detail`` instead and returns True; the service then logs it at INFO only,
+  so the terminal shows one line, not the chat-user text plus a warning.
+
+A sink may also offer ``async def notice(self, text: str) -> None`` for one-line
+remarks about the conversation itself (e.g. that a new one starts because the bot's
+backend changed); the console prints it on stderr, and sinks without it are skipped.
+"""
 
 from __future__ import annotations
 
@@ -43,8 +60,12 @@ class ReplySink(Protocol):
     async def complete(self, text: str) -> list[str]:
         """The final answer; returns the platform ids of the messages that carry it."""
 
-    async def error(self, text: str) -> None:
-        """Tell the user, in plain words, that something went wrong."""
+    async def error(self, text: str, *, detail: str | None = None) -> bool | None:
+        """Tell the user, in plain words (``text``), that something went wrong.
+
+        ``detail`` is the operator's line (see the module docstring). Return True only
+        if it was shown to the operator (a terminal sink); platform sinks return None.
+        """
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +81,12 @@ class BotPolicy:
     allowed_guilds: frozenset[str] = frozenset()
     allowed_roles: frozenset[str] = frozenset()
     admins: frozenset[str] = frozenset()
+    max_input_chars: int | None = None
+    """Longer messages are answered with a refusal and never reach the backend."""
+    shared_history: frozenset[str] = frozenset()
+    """Backends whose history lives in parley's store (chat_completions, local): a scope
+    whose last turn was with one of them continues with another of them, e.g. after
+    the bot's backend changed. Any other switch starts a new conversation."""
 
     def is_allowed(self, msg: IncomingMessage) -> bool:
         if msg.user_id in self.admins:

@@ -13,7 +13,10 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from core.store.urls import DatabaseURLError, check_database_url
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
@@ -31,8 +34,12 @@ def sqlite_file(url: URL) -> Path | None:
 
 
 def make_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
-    """An AsyncEngine for ``url`` with parley's per-dialect connection settings."""
-    parsed = make_url(url)
+    """An AsyncEngine for ``url`` with parley's per-dialect connection settings.
+
+    A string is checked first (``check_database_url``): DatabaseURLError says what to
+    write instead of an unusable URL.
+    """
+    parsed = parse_database_url(url)
     path = sqlite_file(parsed)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,6 +49,17 @@ def make_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
     if parsed.get_backend_name() == "sqlite":
         _configure_sqlite(engine, wal=path is not None)
     return engine
+
+
+def parse_database_url(url: str | URL) -> URL:
+    """``url`` checked and parsed; DatabaseURLError for anything parley cannot use."""
+    if isinstance(url, URL):
+        return url
+    checked = check_database_url(url)
+    try:
+        return make_url(checked)
+    except (ArgumentError, ValueError) as exc:  # e.g. a port that is not a number
+        raise DatabaseURLError(f"not a valid database URL ({exc})") from None
 
 
 def _configure_sqlite(engine: AsyncEngine, *, wal: bool) -> None:

@@ -13,6 +13,8 @@ key, so each call is a compiled-cache hit plus parameter binding.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +32,8 @@ from core.store.models import ConversationRow, MessageLinkRow, MessageRow, Scope
 from core.types import Role, ScopeHead, StoredMessage, Turn
 
 __all__ = ["SQLStore", "ScopeHead", "Turn"]
+
+log = logging.getLogger(__name__)
 
 # Bind parameters are 32-bit integers on PostgreSQL; no budget is larger than this.
 _MAX_INT = 2**31 - 1
@@ -233,8 +237,10 @@ class SQLStore:
         if budget < 0 or depth < 1:
             return []
         params = {"message_id": message_id, "budget": budget, "max_depth": depth}
+        started = time.perf_counter()
         async with self._reader.connect() as conn:
             rows = (await conn.execute(_HISTORY, params)).all()
+        log.debug("history: %d messages in %.1f ms", len(rows), _ms(started))
         return _to_messages(rows)
 
     async def add_messages(self, messages: list[StoredMessage]) -> None:
@@ -310,9 +316,15 @@ class SQLStore:
             }
             for chat_id, platform_id, message_id in turn.links
         }
+        started = time.perf_counter()
         async with self.engine.begin() as conn:
             await conn.execute(writes.conversations, conversations)
             await conn.execute(writes.messages, messages)
             await conn.execute(writes.head, head)
             if links:
                 await conn.execute(writes.links, list(links.values()))
+        log.debug("commit_turn: %d links in %.1f ms", len(links), _ms(started))
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000

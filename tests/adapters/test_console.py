@@ -45,7 +45,38 @@ async def test_errors_go_to_stderr_after_a_line_break() -> None:
     await sink.update("partial")
     await sink.error("The AI backend took too long to answer. Please try again.")
     assert out.getvalue() == "partial\n"
-    assert err.getvalue() == "error: The AI backend took too long to answer. Please try again.\n"
+    assert err.getvalue() == (
+        "parley: error: The AI backend took too long to answer. Please try again.\n"
+    )
+
+
+async def test_the_operator_gets_the_detail_redacted() -> None:
+    """The terminal's reader is the operator: the detail replaces the chat-user text,
+    and the sink says so, so the chat service does not log it a second time."""
+    err = io.StringIO()
+    sink = ConsoleSink(io.StringIO(), err, redact=lambda t: t.replace("sk-live-1", "********"))
+    shown = await sink.error(
+        "The AI backend is busy.", detail="backend 'openai': HTTP 503 from h/v1 key sk-live-1"
+    )
+    assert shown is True
+    assert err.getvalue() == "parley: error: backend 'openai': HTTP 503 from h/v1 key ********\n"
+    await sink.notice("starting a new conversation")
+    assert err.getvalue().endswith("parley: starting a new conversation\n")
+
+
+async def test_an_unwritable_output_still_gets_its_error_line() -> None:
+    class FullDisk(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(28, "No space left on device")
+
+    err = io.StringIO()
+    sink = ConsoleSink(FullDisk(), err)
+    with pytest.raises(OSError):
+        await sink.update("Hello")
+    await sink.error("x", detail="could not deliver the answer: [Errno 28] No space left")
+    assert (
+        err.getvalue() == "parley: error: could not deliver the answer: [Errno 28] No space left\n"
+    )
 
 
 async def test_a_closed_pipe_means_the_reader_is_gone() -> None:

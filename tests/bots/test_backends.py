@@ -30,7 +30,7 @@ class Sink:
         self.text = text
         return []
 
-    async def error(self, text: str) -> None:
+    async def error(self, text: str, *, detail: str | None = None) -> None:
         self.errors.append(text)
 
 

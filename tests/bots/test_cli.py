@@ -93,19 +93,22 @@ async def test_ask_failure_is_one_line_and_non_zero(server: FakeOpenAIServer, co
     failed = await parley("ask", "hi", "--config", str(config), env={"FAKE_KEY": "sk-cli-secret"})
     assert failed.code == 1
     assert failed.out == ""
-    # The operator sees why (a log line) and what it means (the last line).
-    assert failed.err.splitlines()[-1].startswith("error: ") and "Traceback" not in failed.err
-    assert "503" in failed.err
+    # ONE line for the operator: what failed and where, not chat-user text plus warnings.
+    assert len(failed.err.splitlines()) == 1, failed.err
+    assert failed.err.startswith("parley: error: backend 'fake': ")
+    assert "503" in failed.err and "Traceback" not in failed.err
     assert "sk-cli-secret" not in failed.err
 
 
 async def test_unreachable_backend_and_wrong_key(server: FakeOpenAIServer, config: Path) -> None:
     wrong = await parley("ask", "hi", "--config", str(config), env={"FAKE_KEY": "sk-wrong-key"})
-    assert wrong.code == 1 and "credentials" in wrong.err and "sk-wrong-key" not in wrong.err
+    # The terminal gets the operator's line: what failed and where.
+    assert wrong.code == 1 and "401" in wrong.err and "sk-wrong-key" not in wrong.err
     text = config.read_text()  # noqa: ASYNC240 - a tiny local file
     config.write_text(text.replace(server.base_url, "http://127.0.0.1:9/v1"))  # noqa: ASYNC240
     down = await parley("ask", "hi", "--config", str(config), env={"FAKE_KEY": "k"})
-    assert down.code == 1 and "could not be reached" in down.err and "Traceback" not in down.err
+    assert down.code == 1 and "127.0.0.1:9" in down.err and "Traceback" not in down.err
+    assert len(down.err.splitlines()) == 1
 
 
 async def test_missing_variable_is_a_clear_error(config: Path) -> None:

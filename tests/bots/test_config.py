@@ -177,3 +177,208 @@ def test_default_backend_may_be_left_out() -> None:
     )
     with pytest.raises(ConfigError, match="default_backend: required when several"):
         parse_config({"backends": {"a": one, "b": one}})
+
+
+def _openai(**overrides: object) -> dict[str, object]:
+    return {
+        "type": "chat_completions",
+        "base_url": "http://127.0.0.1:1/v1",
+        "model": "m",
+    } | overrides
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            {"backends": {"o": _openai(base_url="htps://api.openai.com/v1")}},
+            "backends.o.base_url: must be an http:// or https:// URL such as "
+            "https://api.openai.com/v1, not htps://",
+        ),
+        (
+            {"backends": {"o": _openai(base_url="not a url")}},
+            "backends.o.base_url: must be an http:// or https:// URL",
+        ),
+        (
+            {"backends": {"o": _openai(base_url="http:///v1")}},  # no host
+            "backends.o.base_url: must be an http:// or https:// URL",
+        ),
+        (
+            {
+                "backends": {
+                    "w": {
+                        "type": "chatgpt_web",
+                        "session_token": "s",
+                        "clearance_token": "c",
+                        "backend_api_base_url": "chat.openai.com/backend-api",
+                    }
+                }
+            },
+            "backends.w.backend_api_base_url: must be an http:// or https:// URL",
+        ),
+        (
+            {
+                "bots": [
+                    {"name": "t", "platform": "telegram", "token": "1:a", "api_base_url": "ftp://x"}
+                ]
+            },
+            "bots[0].api_base_url: must be an http:// or https:// URL",
+        ),
+        (
+            {
+                "bots": [
+                    {
+                        "name": "d",
+                        "platform": "discord",
+                        "token": "a",
+                        "gateway_url": "https://gateway.discord.gg",
+                    }
+                ]
+            },
+            "bots[0].gateway_url: must be a ws:// or wss:// URL such as wss://gateway.example/, "
+            "not https://",
+        ),
+        (
+            {"bots": [{"name": "a", "platform": "console", "backend": "gpt"}]},
+            "bots[0].backend: no backend named 'gpt' (backends defined: local)",
+        ),
+        ({"backends": {}}, "backends: at least one backend is needed"),
+        ({"backends": None}, "backends: at least one backend is needed"),
+        ({"database": {"url": "mysql://u:p@h/db"}}, "database.url: unsupported database 'mysql'"),
+        ({"database": {"url": "mysql://u:p@h/db"}}, "sqlite or postgresql"),
+        ({"database": {"url": "not a url"}}, "database.url: not a database URL"),
+        ({"database": {"url": "sqlite+pysqlite:///x.db"}}, "database.url: parley talks to SQLite"),
+        ({"database": {"url": "sqlite+aiosqlite://x.db"}}, "database.url: a SQLite URL has"),
+        (
+            {"database": {"url": "postgresql+psycopg2://h/db"}},
+            "database.url: parley talks to PostgreSQL through asyncpg",
+        ),
+    ],
+)
+def test_more_errors_name_the_key(raw: object, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_an_invalid_url_is_not_echoed() -> None:
+    # Someone pasted the API key into base_url: the error must not print it.
+    with pytest.raises(ConfigError) as info:
+        parse_config({"backends": {"o": _openai(base_url="sk-proj-abcdef123456")}})
+    assert "sk-proj-abcdef123456" not in str(info.value)
+
+
+def test_urls_keep_working_and_get_their_async_driver() -> None:
+    config = parse_config(
+        {
+            "database": {"url": "sqlite:///rel.db"},
+            "backends": {"o": _openai(base_url=" https://h/v1 ")},
+        }
+    )
+    assert database_url(config) == "sqlite+aiosqlite:///rel.db"
+    backend = config.backends["o"]
+    assert getattr(backend, "base_url", None) == "https://h/v1"
+    pg = parse_config({"database": {"url": "postgres://bot:pw@db/parley"}})
+    assert database_url(pg) == "postgresql+asyncpg://bot:pw@db/parley"
+
+
+def test_secret_query_parameters_are_redacted_and_learnt() -> None:
+    config = parse_config(
+        {
+            "database": {"url": "postgresql+asyncpg://bot:db-pass-77@db/parley?sslmode=require"},
+            "backends": {
+                "azure": _openai(
+                    base_url="https://x.openai.azure.com/v1?api-version=2024&api-key=az-key-123"
+                ),
+                "web": {
+                    "type": "chatgpt_web",
+                    "session_token": "s",
+                    "clearance_token": "c",
+                    "api_base_url": "https://proxy.example/api?token=tok-456",
+                },
+            },
+            "default_backend": "azure",
+            "bots": [
+                {
+                    "name": "d",
+                    "platform": "discord",
+                    "token": "discord-tok",
+                    "gateway_url": "wss://gw.example/?sig=sig-789",
+                }
+            ],
+        }
+    )
+    dumped = repr(redacted_dump(config))
+    for secret in ("db-pass-77", "az-key-123", "tok-456", "sig-789"):
+        assert secret not in dumped
+        assert secret in secret_values(config)
+    assert "api-version=2024" in dumped and "sslmode=require" in dumped
+    assert "postgresql+asyncpg://bot:********@db/parley" in dumped
+
+
+def test_every_unset_variable_is_named_at_once() -> None:
+    raw = {
+        "backends": {
+            "o": _openai(api_key="${PARLEY_T_KEY}"),
+            "p": _openai(api_key="${PARLEY_T_KEY}", base_url="${PARLEY_T_URL}"),
+        },
+        "default_backend": "o",
+        "bots": [{"name": "t", "platform": "telegram", "token": "${PARLEY_T_TOKEN}"}],
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, env={})
+    text = str(info.value)
+    assert "3 environment variables are not set" in text
+    assert "PARLEY_T_KEY (backends.o.api_key, backends.p.api_key)" in text
+    assert "PARLEY_T_URL (backends.p.base_url)" in text
+    assert "PARLEY_T_TOKEN (bots[0].token)" in text
+
+
+def test_yaml_errors_say_where_and_what(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("backends:\n  local: {type: local}\nbots:\n  - name: a\n   platform: console\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "not valid YAML at line 5, column 4: expected <block end>" in str(info.value)
+    path.write_text("default_backend: local\nbackends:\n\tlocal: {type: local}\n")
+    with pytest.raises(ConfigError, match=r"at line 3, column 1: .*tabs"):
+        load_config(path)
+
+
+def test_a_key_given_twice_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "twice.yaml"
+    path.write_text("backends: {local: {type: local}}\ndefault_backend: local\nbackends: {}\n")
+    with pytest.raises(ConfigError, match="line 3, column 1: the key 'backends' appears twice"):
+        load_config(path)
+    merged = tmp_path / "merge.yaml"  # an override after a YAML merge key is not a repeat
+    merged.write_text(
+        "base: &b {type: local, context_size: 1024}\n"
+        "backends:\n  local: {<<: *b, context_size: 2048}\n"
+    )
+    with pytest.raises(ConfigError, match="base: unknown key"):
+        load_config(merged)
+
+
+def test_recursive_and_exploding_aliases_are_refused(tmp_path: Path) -> None:
+    recursive = tmp_path / "recursive.yaml"
+    recursive.write_text("backends: {local: {type: local, completion_params: &a {x: [*a]}}}\n")
+    with pytest.raises(ConfigError, match=r"completion_params\.x\[0\]: a YAML alias that contains"):
+        load_config(recursive)
+    bomb = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    bomb += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    exploding = tmp_path / "bomb.yaml"
+    exploding.write_text("\n".join(bomb) + "\n")
+    with pytest.raises(ConfigError, match="expands to more than"):
+        load_config(exploding)
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_config(deep)
+
+
+def test_an_oversized_config_file_is_refused(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    big.write_text("# padding\n" * 120_000)  # 1.2 MB of comments
+    with pytest.raises(ConfigError, match="larger than 1 MiB"):
+        load_config(big)

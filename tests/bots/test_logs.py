@@ -31,3 +31,21 @@ def test_secrets_are_masked_in_messages_args_and_tracebacks(
 def test_short_values_are_not_treated_as_secrets() -> None:
     # Masking "a" would shred every log line; a real secret is never that short.
     assert RedactSecrets(["a"]).redact("a cat") == "a cat"
+
+
+def test_without_tracebacks_an_exception_is_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    """What a terminal command shows below -vv: the sentence, not the stack."""
+    logger = logging.getLogger("parley.test.oneline")
+    redactor = RedactSecrets(["sk-live-abcdef"], tracebacks=False)
+    logger.addFilter(redactor)
+    try:
+        with caplog.at_level(logging.INFO, logger=logger.name):
+            try:
+                raise OSError("disk full sk-live-abcdef\n[SQL: INSERT ... 'the user text']")
+            except OSError:
+                logger.exception("could not save")
+    finally:
+        logger.removeFilter(redactor)
+    assert caplog.records[0].exc_info is None
+    assert caplog.text.strip().endswith("could not save (OSError: disk full ********)")
+    assert "Traceback" not in caplog.text and "user text" not in caplog.text

@@ -4,7 +4,9 @@ chat_completions backend, and the fake OpenAI server over loopback."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,9 +15,16 @@ import pytest
 
 from core import tokens
 from core.backends.chat_completions import ChatCompletionsBackend
-from core.chat_service import HELP_TEXT, INTERNAL_ERROR_TEXT, ChatService, Outcome
+from core.chat_service import (
+    HELP_TEXT,
+    INTERNAL_ERROR_TEXT,
+    NOT_SAVED_TEXT,
+    ChatService,
+    Outcome,
+)
 from core.incoming import BotPolicy, IncomingMessage
 from core.store.sql import SQLStore
+from core.types import ChatResponse
 from tests.fakes.openai_server import Behaviour, FakeOpenAIServer
 
 _ids = itertools.count(1000)
@@ -24,12 +33,15 @@ _ids = itertools.count(1000)
 class RecordingSink:
     """A reply sink that remembers what the chat user would have seen."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, operator: bool = False) -> None:
         self.updates: list[str] = []
         self.completed: str | None = None
         self.errors: list[str] = []
+        self.details: list[str | None] = []
+        self.notices: list[str] = []
         self.platform_ids: list[str] = []
         self.first_update = asyncio.Event()
+        self.operator = operator  # True: like the console, this sink shows the detail
 
     async def update(self, text: str) -> None:
         self.updates.append(text)
@@ -40,8 +52,15 @@ class RecordingSink:
         self.platform_ids = [str(next(_ids))]
         return self.platform_ids
 
-    async def error(self, text: str) -> None:
+    async def error(self, text: str, *, detail: str | None = None) -> bool:
         self.errors.append(text)
+        self.details.append(detail)
+        return self.operator
+
+
+class NoticingSink(RecordingSink):
+    async def notice(self, text: str) -> None:
+        self.notices.append(text)
 
 
 def msg(text: str, **overrides: Any) -> IncomingMessage:
@@ -77,10 +96,27 @@ async def store(store_url: str) -> AsyncIterator[SQLStore]:
     await sql_store.aclose()
 
 
+class StatsBackend(ChatCompletionsBackend):
+    """Reports prompt stats on the final answer, as the history backends do."""
+
+    async def stream_message(self, text: str, **options: Any) -> AsyncIterator[ChatResponse]:
+        async for partial in super().stream_message(text, **options):
+            yield (
+                dataclasses.replace(partial, prompt_messages=2, prompt_tokens=42)
+                if (partial.done)
+                else partial
+            )
+
+
 def make_service(
-    server: FakeOpenAIServer, store: SQLStore, *, backend: str = "fake", **policy: Any
+    server: FakeOpenAIServer,
+    store: SQLStore,
+    *,
+    backend: str = "fake",
+    llm_class: type[ChatCompletionsBackend] = ChatCompletionsBackend,
+    **policy: Any,
 ) -> ChatService:
-    llm = ChatCompletionsBackend(
+    llm = llm_class(
         base_url=server.base_url,
         api_key="sk-test",
         model="test-model",
@@ -374,3 +410,116 @@ async def test_stored_token_counts_use_the_backends_tokenizer(
     assert user.token_count == tokens.count_message_tokens(text, encoding="cl100k_base")
     assert user.token_count != tokens.count_message_tokens(text, encoding="o200k_base")
     await llm.aclose()
+
+
+async def test_a_message_over_max_input_chars_is_refused_before_the_backend(
+    server: FakeOpenAIServer, store: SQLStore
+) -> None:
+    service = make_service(server, store, max_input_chars=10)
+    await service.handle(msg("short"), RecordingSink())
+    head = await store.get_head("bot", "test:chat:chat-1")
+    sink = RecordingSink()
+    assert await service.handle(msg("x" * 11), sink) is Outcome.TOO_LONG
+    assert sink.errors == ["That message is too long for me: 11 characters, the limit is 10."]
+    assert sink.completed is None
+    assert len(server.chat_requests) == 1  # no backend call
+    assert await store.get_head("bot", "test:chat:chat-1") == head  # nothing committed
+    # Surrounding whitespace does not count; exactly the limit passes.
+    assert await service.handle(msg("  " + "y" * 10 + "\n"), RecordingSink()) is Outcome.ANSWERED
+    await service.backend.aclose()
+
+
+async def test_a_failure_is_one_operator_line_logged_once(
+    server: FakeOpenAIServer, store: SQLStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = make_service(server, store)
+    caplog.set_level(logging.INFO, logger="core.chat_service")
+    server.script(Behaviour.http_error(503, "upstream overloaded"))
+    platform = RecordingSink()
+    assert await service.handle(msg("one"), platform) is Outcome.FAILED
+    # The chat user gets plain words; the operator's detail names backend and status.
+    assert platform.errors[0] == "The AI backend failed to answer. Please try again in a moment."
+    detail = platform.details[0]
+    assert detail is not None and detail.startswith("backend 'fake': ") and "503" in detail
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "503" in warnings[0].getMessage()
+
+    caplog.clear()
+    server.script(Behaviour.http_error(503, "upstream overloaded"))
+    terminal = RecordingSink(operator=True)  # it showed the detail: no warning on top
+    assert await service.handle(msg("two"), terminal) is Outcome.FAILED
+    assert [r.levelno for r in caplog.records] == [logging.INFO]
+    assert "failed" in caplog.records[0].getMessage()
+    await service.backend.aclose()
+
+
+async def test_one_info_line_per_turn(
+    server: FakeOpenAIServer, store: SQLStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = make_service(server, store, llm_class=StatsBackend)
+    caplog.set_level(logging.INFO, logger="core.chat_service")
+    assert await service.handle(msg("one"), RecordingSink()) is Outcome.ANSWERED
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1
+    line = lines[0]
+    assert line.startswith("bot bot, backend fake: answered; sent 2 history messages, 42 tokens;")
+    assert "first text after 0." in line and " s in all" in line
+    await service.backend.aclose()
+
+
+async def test_the_adapter_passes_its_own_help(server: FakeOpenAIServer, store: SQLStore) -> None:
+    service = make_service(server, store)
+    sink = RecordingSink()
+    await service.handle(msg("/help"), sink, help_text="Type here.\n")
+    assert sink.completed == "Type here.\n"
+    start = RecordingSink()
+    await service.handle(msg("/start"), start, help_text="Type here.\n")
+    assert start.completed is not None and start.completed.endswith("Type here.\n")
+    assert "groups" not in start.completed
+    await service.backend.aclose()
+
+
+async def test_a_thread_carries_over_between_backends_sharing_the_store(
+    server: FakeOpenAIServer, store: SQLStore
+) -> None:
+    shared = frozenset({"first", "second"})
+    first = make_service(server, store, backend="first", shared_history=shared)
+    await first.handle(msg("one"), RecordingSink())
+    await first.backend.aclose()
+    second = make_service(server, store, backend="second", shared_history=shared)
+    sink = NoticingSink()
+    await second.handle(msg("two"), sink)
+    assert sink.completed == "seen 2 earlier: two"
+    assert sink.notices == []
+    head = await store.get_head("bot", "test:chat:chat-1")
+    assert head is not None and head.backend == "second"
+    await second.backend.aclose()
+
+    # A backend that keeps its history elsewhere cannot continue it: one notice.
+    third = make_service(server, store, backend="web", shared_history=shared)
+    sink = NoticingSink()
+    await third.handle(msg("three"), sink)
+    assert sink.completed == "seen 0 earlier: three"
+    assert len(sink.notices) == 1
+    assert "'second'" in sink.notices[0] and "new conversation" in sink.notices[0]
+    await third.backend.aclose()
+
+
+async def test_a_failed_save_says_why(server: FakeOpenAIServer, migrated_sqlite_url: str) -> None:
+    first = SQLStore(migrated_sqlite_url)
+    try:
+        await make_service(server, first).handle(msg("one"), RecordingSink())
+    finally:
+        await first.aclose()
+    path = migrated_sqlite_url.removeprefix("sqlite+aiosqlite:///")
+    read_only = SQLStore(f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true")
+    try:
+        service = make_service(server, read_only)
+        sink = RecordingSink(operator=True)
+        assert await service.handle(msg("two"), sink) is Outcome.FAILED
+        assert sink.completed == "seen 2 earlier: two"  # shown, then not saved
+        assert sink.errors == [NOT_SAVED_TEXT]
+        assert sink.details[0] is not None and "the database is read-only" in sink.details[0]
+        await service.backend.aclose()
+    finally:
+        await read_only.aclose()

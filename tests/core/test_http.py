@@ -215,17 +215,15 @@ async def test_read_error_body_reads_every_piece_up_to_the_limit() -> None:
     assert head == whole[:50]
 
 
-# -- URLs ----------------------------------------------------------------------------
+# -- URLs: see tests/core/test_redact_url.py -----------------------------------------
 
 
 @pytest.mark.parametrize(
     ("url", "shown"),
     [
         ("https://api.example/v1", "https://api.example/v1"),
-        ("http://bob:hunter2@h:8080/v1", "http://***:***@h:8080/v1"),
-        ("https://:tok@h/v1", "https://***:***@h/v1"),
-        ("https://TOKEN@h/v1", "https://***@h/v1"),
-        ("https://h/v1?api-key=abc&api-version=2024", "https://h/v1?api-key=***&api-version=2024"),
+        ("http://bob:hunter2@h:8080/v1", "http://bob:********@h:8080/v1"),
+        ("https://TOKEN@h/v1", "https://********@h/v1"),
         ("", ""),
     ],
 )
