@@ -560,13 +560,26 @@ class SlowHistory(InMemoryHistoryStore):
         return await super().history(message_id, max_tokens)
 
 
-async def test_the_timeout_covers_building_the_prompt(server: FakeOpenAIServer) -> None:
-    async with make_backend(server, history=SlowHistory()) as backend:
+async def test_max_answer_seconds_covers_building_the_prompt(server: FakeOpenAIServer) -> None:
+    async with make_backend(server, history=SlowHistory(), max_answer_seconds=0.2) as backend:
         started = time.monotonic()
-        with pytest.raises(ChatGPTTimeoutError, match="preparing the prompt"):
-            await backend.send_message("x", parent_message_id="parent", timeout=0.2)
+        with pytest.raises(ChatGPTTimeoutError, match="preparing the prompt") as caught:
+            await backend.send_message("x", parent_message_id="parent")
     assert time.monotonic() - started < 2  # the store would take 3
+    assert "max_answer_seconds=0.2" in str(caught.value)
     assert server.chat_requests == []
+
+
+async def test_a_slow_history_does_not_eat_the_servers_timeout(server: FakeOpenAIServer) -> None:
+    class SlowerHistory(InMemoryHistoryStore):
+        async def history(self, message_id: str, max_tokens: int) -> list[StoredMessage]:
+            await asyncio.sleep(0.4)
+            return await super().history(message_id, max_tokens)
+
+    server.script(Behaviour(delay=0.4))
+    async with make_backend(server, history=SlowerHistory(), timeout=0.6) as backend:
+        answer = await backend.send_message("x", parent_message_id="parent")
+    assert answer.text == "Echo: x"  # 0.4 s reading history + 0.4 s of server silence
 
 
 async def test_configured_timeout_during_the_stream(server: FakeOpenAIServer) -> None:
