@@ -108,8 +108,8 @@ class TextBuilder:
 class Pacer:
     """When to hand out the next partial answer (see the module docstring)."""
 
-    def __init__(self, interval: float = PARTIAL_INTERVAL) -> None:
-        self.interval = interval
+    def __init__(self, interval: float | None = None) -> None:
+        self.interval = PARTIAL_INTERVAL if interval is None else interval
         self._version = 0  # of the text last handed out; 0: none yet
         self._length = 0
         self._at = 0.0

@@ -326,9 +326,10 @@ class ChatCompletionsBackend(Backend):
             messages.append({"role": "system", "content": system})
         messages.extend({"role": m.role, "content": m.text} for m in chain)
         messages.append({"role": "user", "content": text})
+        # Per-message counts include each message's overhead (count_message_tokens).
         prompt_tokens = (
             tokens.REPLY_PRIMING_TOKENS
-            + (tokens.TOKENS_PER_MESSAGE + system_tokens if system else 0)
+            + system_tokens
             + sum(m.token_count for m in chain)
             + user_tokens
         )
