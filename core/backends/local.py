@@ -32,7 +32,7 @@ from core.backends.chat_completions import (
     ChatCompletionsBackend,
     PromptTooLongError,
 )
-from core.backends.chat_completions.backend import Prompt
+from core.backends.chat_completions.backend import Prompt, logger
 from core.backends.gguf import GGUFError, read_info
 from core.backends.llama_server import (
     INSTALL_HINT,
@@ -43,6 +43,7 @@ from core.backends.llama_server import (
     resolve_model_path,
 )
 from core.errors import ChatGPTConnectionError, ChatGPTError
+from core.http import endpoint
 from core.store.history import HistoryStore
 
 __all__ = ["INSTALL_HINT", "LocalBackend", "LocalModelError", "default_model_path"]
@@ -227,7 +228,11 @@ class LocalBackend(ChatCompletionsBackend):
         headers["Accept"] = "application/json"
 
         async def post(path: str, body: dict[str, Any]) -> Any:
+            started = call.now()
             async with session.post(f"{base}{path}", json=body, headers=headers) as response:
+                logger.debug(
+                    "POST %s%s -> %d in %.3f s", base, path, response.status, call.now() - started
+                )
                 response.raise_for_status()
                 return await response.json()
 
@@ -245,7 +250,10 @@ class LocalBackend(ChatCompletionsBackend):
             return len(counted["tokens"])
         except (aiohttp.ClientError, OSError, LookupError, TypeError, ValueError) as exc:
             raise ChatGPTConnectionError(
-                self._redact(f"the embedded llama.cpp server could not count the prompt: {exc}")
+                self._redact(
+                    f"the embedded llama.cpp server at {endpoint(base)} could not count the "
+                    f"prompt: {exc}"
+                )
             ) from exc
 
     async def start(self) -> str:
