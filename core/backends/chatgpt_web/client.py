@@ -313,7 +313,8 @@ class ChatGPTAPI(Backend):
         action: str = "next",
         timeout: float | None = None,
     ) -> AsyncGenerator[ChatResponse, None]:
-        """Partial answers (text so far, ``done=False``), then the final one (``done=True``).
+        """Partial answers (text so far, ``done=False``, at a bounded rate), then the final
+        one (``done=True``, rendered in full when ``markdown`` is off).
 
         Close the generator (``contextlib.aclosing``) when leaving it early: that aborts
         the HTTP request.
