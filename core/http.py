@@ -1,5 +1,5 @@
-"""HTTP helpers the backends share: ``Retry-After``, error bodies and keeping secrets out
-of logs and error messages."""
+"""HTTP helpers the backends share: endpoint URLs, ``Retry-After``, error bodies and
+keeping secrets out of logs and error messages."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from yarl import URL
@@ -18,7 +19,9 @@ __all__ = [
     "SECRET_HEADER",
     "Redactor",
     "Secret",
+    "endpoint",
     "error_detail",
+    "join_url",
     "parse_retry_after",
     "read_error_body",
     "redact_url",
@@ -32,6 +35,35 @@ SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie|password", re.IGNORECA
 #: everywhere would garble messages while hiding nothing.
 _MIN_HEADER_SECRET = 6
 _DETAIL_KEYS = ("message", "detail", "msg", "code")
+
+
+# -- endpoints -----------------------------------------------------------------------
+
+
+def join_url(base: str, path: str) -> str:
+    """``base`` with ``path`` appended to its path, its query kept (Azure's
+    ``.../v1?api-version=...``): ``join_url("https://h/v1/?q=1", "/chat/completions")`` is
+    ``https://h/v1/chat/completions?q=1``. The text is kept as written (no re-encoding)."""
+    parts = urlsplit(base)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + path, fragment=""))
+
+
+def endpoint(url: str) -> str:
+    """Where a request went, for error messages and logs: ``host[:port]/path``, without
+    scheme, credentials or query (which may carry keys), e.g.
+    ``api.example.com/v1/chat/completions``."""
+    try:
+        parsed = URL(redact_url(url))
+    except (TypeError, ValueError):
+        return "the server"
+    if not parsed.host:
+        return "the server"
+    host = parsed.raw_host or parsed.host
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    if parsed.explicit_port is not None and not parsed.is_default_port():
+        host = f"{host}:{parsed.port}"
+    return host + parsed.raw_path.rstrip("/")
 
 
 # -- Retry-After ---------------------------------------------------------------------

@@ -56,7 +56,11 @@ class Backend(ABC):
         message_id: str | None = None,
         timeout: float | None = None,
     ) -> AsyncIterator[ChatResponse]:
-        """Yield partial answers (full text so far); the last one has ``done=True``."""
+        """Yield partial answers (full text so far); the last one has ``done=True``.
+
+        Partials come at a bounded rate, not one per received piece: each is a copy of
+        the whole text (see ``core.backends.answer``). The final one is exact.
+        """
 
     async def send_message(
         self,

@@ -93,6 +93,7 @@ class LlamaServer:
         alias: str = "local",
         verbosity: int = 1,
         health_timeout: float = 30.0,
+        header_read: bool = False,
     ) -> None:
         if context_size <= 0:
             raise ValueError("context_size must be positive")
@@ -105,6 +106,8 @@ class LlamaServer:
         self.alias = alias
         self.verbosity = verbosity  # llama.cpp log level: 1 = errors only
         self.health_timeout = health_timeout
+        # The caller read the file's GGUF header: a load failure is then not "wrong file".
+        self.header_read = header_read
         # Guards every endpoint but /health against other local processes and pages.
         self.api_key = secrets.token_urlsafe(24)
         self._lock = threading.Lock()
@@ -149,10 +152,7 @@ class LlamaServer:
             try:
                 server = xllamacpp.Server(params)
             except RuntimeError as exc:
-                raise LocalModelError(
-                    f"llama.cpp could not load {str(self.model_path)!r} ({exc}); "
-                    "is it a GGUF model file?"
-                ) from exc
+                raise LocalModelError(self._load_failure(exc)) from exc
             url = str(server.listening_address).rstrip("/")
             self._server = server
             atexit.register(self.stop)
@@ -166,6 +166,21 @@ class LlamaServer:
                 raise
             self._url = url
             return url
+
+    def _load_failure(self, exc: RuntimeError) -> str:
+        name = str(self.model_path)
+        if not self.header_read:
+            return f"llama.cpp could not load {name!r} ({exc}); is it a GGUF model file?"
+        context = f"context_size {self.context_size}"
+        if self.parallel > 1:
+            context += f" x parallel {self.parallel}"
+        # llama.cpp logs the cause but raises only "Failed to init server": the header
+        # was fine, so memory for the context (or an incomplete file) is the likely cause.
+        return (
+            f"llama.cpp could not load the model {name!r} with {context} ({exc}): most "
+            f"likely there is not enough memory for the model and that context; try a "
+            f"smaller context_size (or check that the file was downloaded completely)."
+        )
 
     def stop(self) -> None:
         """Stop the server and free the model. Blocking, idempotent."""

@@ -12,6 +12,10 @@ rejects a prompt longer than its context (HTTP 400, again on every later turn of
 conversation). So before each request the prompt is counted exactly by the server
 (``/apply-template`` + ``/tokenize``, ~5 ms) and the oldest history is dropped until
 prompt + ``max_response_tokens`` fit ``context_size``.
+
+``context_size`` is checked against the context the model was trained with (its GGUF
+header's ``<architecture>.context_length``), or against ``MAX_UNKNOWN_CONTEXT`` when the
+file does not say: past it llama.cpp answers garbage or runs out of memory.
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ from typing import Any
 
 import aiohttp
 
+from core.backends.call import DEFAULT_MAX_ANSWER_SECONDS, Call
 from core.backends.chat_completions import (
     DEFAULT_SYSTEM_MESSAGE,
     ChatCompletionsBackend,
     PromptTooLongError,
 )
-from core.backends.chat_completions.backend import Prompt
+from core.backends.chat_completions.backend import Prompt, logger
+from core.backends.gguf import GGUFError, read_info
 from core.backends.llama_server import (
     INSTALL_HINT,
     LlamaServer,
@@ -36,10 +42,15 @@ from core.backends.llama_server import (
     default_model_path,
     resolve_model_path,
 )
-from core.errors import ChatGPTConnectionError, ChatGPTError, ChatGPTTimeoutError
+from core.errors import ChatGPTConnectionError, ChatGPTError
+from core.http import endpoint
 from core.store.history import HistoryStore
 
 __all__ = ["INSTALL_HINT", "LocalBackend", "LocalModelError", "default_model_path"]
+
+#: The largest ``context_size`` allowed for a model whose file does not say its trained
+#: context (tokens).
+MAX_UNKNOWN_CONTEXT = 131072
 
 
 class LocalBackend(ChatCompletionsBackend):
@@ -49,8 +60,12 @@ class LocalBackend(ChatCompletionsBackend):
     ``context_size`` is llama.cpp's context per request and the token budget
     (``max_model_tokens``) for prompt + answer. ``parallel`` requests are decoded
     together (each with the full context); more wait their turn.
-    Raises ``LocalModelError`` at once if xllamacpp or the model file is missing.
+    Raises ``LocalModelError`` at once if xllamacpp or the model file is missing or the
+    file is no GGUF model, ``ValueError`` if ``context_size`` is larger than the model's
+    trained context.
     """
+
+    server_name = "the embedded llama.cpp server"
 
     def __init__(
         self,
@@ -64,6 +79,7 @@ class LocalBackend(ChatCompletionsBackend):
         max_response_tokens: int = 512,
         completion_params: dict[str, Any] | None = None,
         timeout: float = 120.0,
+        max_answer_seconds: float | None = DEFAULT_MAX_ANSWER_SECONDS,
         max_retries: int = 1,
         history: HistoryStore | None = None,
         save_history: bool = True,
@@ -75,17 +91,40 @@ class LocalBackend(ChatCompletionsBackend):
                 f"max_response_tokens ({max_response_tokens}) must be smaller than "
                 f"context_size ({context_size})"
             )
+        path = resolve_model_path(model_path)
+        try:
+            info = read_info(path)
+        except GGUFError as exc:
+            raise LocalModelError(
+                f"model_path {str(path)!r} is not a GGUF model file: {exc}."
+            ) from exc
+        except OSError as exc:
+            raise LocalModelError(f"model_path {str(path)!r} cannot be read: {exc}.") from exc
+        trained = info.context_length
+        if trained is not None and context_size > trained:
+            raise ValueError(
+                f"context_size {context_size} is larger than the {trained} tokens the model "
+                f"was trained with ({info.architecture}.context_length in {path.name}); "
+                f"set context_size to {trained} or less"
+            )
+        if trained is None and context_size > MAX_UNKNOWN_CONTEXT:
+            raise ValueError(
+                f"context_size {context_size} is larger than {MAX_UNKNOWN_CONTEXT}, the most "
+                f"allowed for a model whose file does not give its trained context"
+            )
+        self.trained_context = trained
         self.server = LlamaServer(
-            model_path=resolve_model_path(model_path),
+            model_path=path,
             context_size=context_size,
             threads=threads,
             parallel=parallel,
             alias=model,
             verbosity=verbosity,
+            header_read=True,
         )
         super().__init__(
-            # Replaced by _base_url() once the server listens.
-            base_url="http://127.0.0.1/v1",
+            # Set by _base_url() once the server listens.
+            base_url="",
             api_key=self.server.api_key,
             model=model,
             system_message=system_message,
@@ -93,6 +132,7 @@ class LocalBackend(ChatCompletionsBackend):
             max_response_tokens=max_response_tokens,
             completion_params=completion_params,
             timeout=timeout,
+            max_answer_seconds=max_answer_seconds,
             max_concurrency=parallel,
             max_retries=max_retries,
             history=history,
@@ -125,31 +165,36 @@ class LocalBackend(ChatCompletionsBackend):
             timeout=aiohttp.ClientTimeout(total=None),
         )
 
-    async def _build_messages(
-        self, text: str, parent_message_id: str | None, deadline: float
-    ) -> Prompt:
-        prompt = await super()._build_messages(text, parent_message_id, deadline)
-        return prompt._replace(messages=await self._fit_context(prompt.messages, deadline))
+    async def _build_messages(self, text: str, parent_message_id: str | None, call: Call) -> Prompt:
+        prompt = await super()._build_messages(text, parent_message_id, call)
+        messages, size = await self._fit_context(prompt.messages, call)
+        head = 1 if messages and messages[0]["role"] == "system" else 0
+        return prompt._replace(
+            messages=messages, history_messages=len(messages) - head - 1, tokens=size
+        )
 
     async def _fit_context(
-        self, messages: list[dict[str, str]], deadline: float
-    ) -> list[dict[str, str]]:
+        self, messages: list[dict[str, str]], call: Call
+    ) -> tuple[list[dict[str, str]], int]:
         """``messages`` without the fewest oldest history messages that make it fit,
-        trimmed so that the history left starts with a question.
+        trimmed so that the history left starts with a question; and its exact size.
 
-        The server counts by ``deadline`` (loop time), else ``ChatGPTTimeoutError``.
+        The server counts, each count a wait on it bounded by ``call``.
         """
         limit = self.max_model_tokens - self.max_response_tokens
         head = 1 if messages and messages[0]["role"] == "system" else 0
         system, history, last = messages[:head], messages[head:-1], messages[-1:]
+        sizes: dict[int, int] = {}  # oldest messages dropped -> prompt tokens
 
-        def without_oldest(count: int) -> list[dict[str, str]]:
-            return system + history[count:] + last
+        async def size_without(count: int) -> int:
+            if count not in sizes:
+                prompt = system + history[count:] + last
+                sizes[count] = await self._count_prompt_tokens(prompt, call)
+            return sizes[count]
 
-        needed = await self._count_prompt_tokens(messages, deadline)
-        if needed <= limit:
-            return messages
-        needed = await self._count_prompt_tokens(without_oldest(len(history)), deadline)
+        if await size_without(0) <= limit:
+            return messages, sizes[0]
+        needed = await size_without(len(history))
         if needed > limit:
             raise PromptTooLongError(
                 f"the message is too long: with the system message it needs {needed} of the "
@@ -161,7 +206,7 @@ class LocalBackend(ChatCompletionsBackend):
         fits, too_long = len(history), 0  # binary search the fewest messages to drop
         while fits - too_long > 1:
             middle = (fits + too_long) // 2
-            if await self._count_prompt_tokens(without_oldest(middle), deadline) <= limit:
+            if await size_without(middle) <= limit:
                 fits = middle
             else:
                 too_long = middle
@@ -170,41 +215,45 @@ class LocalBackend(ChatCompletionsBackend):
         # Dropping more only shortens the prompt, so it still fits.
         while fits < len(history) and history[fits]["role"] == "assistant":
             fits += 1
-        return without_oldest(fits)
+        return system + history[fits:] + last, await size_without(fits)
 
-    async def _count_prompt_tokens(self, messages: list[dict[str, str]], deadline: float) -> int:
+    async def _count_prompt_tokens(self, messages: list[dict[str, str]], call: Call) -> int:
         """The model's exact prompt size: its chat template, then its tokenizer."""
-        try:
-            async with asyncio.timeout_at(deadline):  # starting the model counts too
-                base = (await self._base_url()).removesuffix("/v1")
-        except TimeoutError:
-            raise ChatGPTTimeoutError(
-                "the embedded llama.cpp server did not start in time for this call"
-            ) from None
+        # Starting the model is a wait on the server like any other.
+        base = (
+            await call.wait(self._base_url(), "waiting for the embedded model to start")
+        ).removesuffix("/v1")
         session = self._get_session()
         headers = self._request_headers()
         headers["Accept"] = "application/json"
+
+        async def post(path: str, body: dict[str, Any]) -> Any:
+            started = call.now()
+            async with session.post(f"{base}{path}", json=body, headers=headers) as response:
+                logger.debug(
+                    "POST %s%s -> %d in %.3f s", base, path, response.status, call.now() - started
+                )
+                response.raise_for_status()
+                return await response.json()
+
         try:
-            async with asyncio.timeout_at(deadline):
-                async with session.post(
-                    f"{base}/apply-template", json={"messages": messages}, headers=headers
-                ) as response:
-                    response.raise_for_status()
-                    prompt = (await response.json())["prompt"]
-                async with session.post(
-                    f"{base}/tokenize",
-                    json={"content": prompt, "add_special": True, "parse_special": True},
-                    headers=headers,
-                ) as response:
-                    response.raise_for_status()
-                    return len((await response.json())["tokens"])
-        except TimeoutError:
-            raise ChatGPTTimeoutError(
-                "the embedded llama.cpp server did not count the prompt in time for this call"
-            ) from None
+            template = await call.wait(
+                post("/apply-template", {"messages": messages}), "counting the prompt"
+            )
+            counted = await call.wait(
+                post(
+                    "/tokenize",
+                    {"content": template["prompt"], "add_special": True, "parse_special": True},
+                ),
+                "counting the prompt",
+            )
+            return len(counted["tokens"])
         except (aiohttp.ClientError, OSError, LookupError, TypeError, ValueError) as exc:
             raise ChatGPTConnectionError(
-                self._redact(f"the embedded llama.cpp server could not count the prompt: {exc}")
+                self._redact(
+                    f"the embedded llama.cpp server at {endpoint(base)} could not count the "
+                    f"prompt: {exc}"
+                )
             ) from exc
 
     async def start(self) -> str:

@@ -16,7 +16,9 @@ from core.http import (
     SECRET_HEADER,
     Redactor,
     Secret,
+    endpoint,
     error_detail,
+    join_url,
     parse_retry_after,
     read_error_body,
     redact_url,
@@ -229,3 +231,38 @@ async def test_read_error_body_reads_every_piece_up_to_the_limit() -> None:
 )
 def test_redact_url(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+# -- endpoints -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("base", "joined"),
+    [
+        ("https://api.example/v1", "https://api.example/v1/chat/completions"),
+        ("https://api.example/v1/", "https://api.example/v1/chat/completions"),
+        (
+            "https://x.openai.azure.com/openai/deployments/d?api-version=2024-06-01",
+            "https://x.openai.azure.com/openai/deployments/d/chat/completions?api-version=2024-06-01",
+        ),
+        ("http://h:8080/v1/?a=b%20c&k=%2F", "http://h:8080/v1/chat/completions?a=b%20c&k=%2F"),
+        ("http://h/v1#frag", "http://h/v1/chat/completions"),
+    ],
+)
+def test_join_url_keeps_the_query(base: str, joined: str) -> None:
+    assert join_url(base, "/chat/completions") == joined
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://api.example.com/v1/chat/completions", "api.example.com/v1/chat/completions"),
+        ("https://bob:PW@h.example:8443/v1/?api-key=K", "h.example:8443/v1"),
+        ("http://127.0.0.1:80/x", "127.0.0.1/x"),
+        ("http://[::1]:9000/v1", "[::1]:9000/v1"),
+        ("not a url", "the server"),
+        ("", "the server"),
+    ],
+)
+def test_endpoint_is_host_and_path_only(url: str, shown: str) -> None:
+    assert endpoint(url) == shown

@@ -9,13 +9,16 @@ events. A truncated stream yields exactly the events whose closing blank line ar
 from __future__ import annotations
 
 import asyncio
+import time
+import tracemalloc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.sse import SSEEvent, SSEParser, iter_sse
+from core.sse import MAX_LINE, SSEEvent, SSEParser, SSETooLarge, iter_sse, sniff
 
 FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -198,3 +201,82 @@ def test_fields_without_data_or_with_bad_values_are_ignored() -> None:
         SSEEvent(data=""),  # a bare "data" line is an empty data field
         SSEEvent(data=" two"),  # only one leading space is stripped
     ]
+
+
+# -- hostile streams -------------------------------------------------------------------
+
+
+def test_a_line_without_end_fails_early_with_bounded_memory() -> None:
+    chunk = b"x" * 65536
+    parser = SSEParser()
+    fed = 0
+    tracemalloc.start()
+    try:
+        with pytest.raises(SSETooLarge, match="1 MiB") as caught:
+            while fed < 50 * 1024 * 1024:  # 50 MB without a line break
+                fed += len(chunk)
+                parser.feed(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert caught.value.what == "line"
+    assert fed <= MAX_LINE + len(chunk)  # it stopped at the cap, not at the end
+    assert peak < 4 * MAX_LINE
+
+
+def test_an_event_of_many_lines_is_capped_too() -> None:
+    parser = SSEParser()
+    line = b"data: " + b"y" * 1000 + b"\n"
+    with pytest.raises(SSETooLarge, match="event") as caught:
+        for _ in range(2000):  # 2 MB of data lines, no blank line
+            parser.feed(line)
+    assert caught.value.what == "event"
+
+
+def test_lines_at_the_cap_pass() -> None:
+    parser = SSEParser(max_line=100, max_event=100)
+    value = "z" * (100 - len("data:"))
+    assert parser.feed(f"data:{value}\n\n".encode()) == [SSEEvent(data=value)]
+    with pytest.raises(SSETooLarge):
+        parser.feed(f"data:{value}z\n\n".encode())
+
+
+def _parse_time(data: bytes, piece: int) -> float:
+    """Best of three: seconds to parse ``data`` fed ``piece`` bytes at a time."""
+    best = float("inf")
+    for _ in range(3):
+        parser = SSEParser()
+        started = time.perf_counter()
+        for start in range(0, len(data), piece):
+            parser.feed(data[start : start + piece])
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+@pytest.mark.parametrize("shape", ["one long line", "many events"])
+def test_work_per_byte_is_linear(shape: str) -> None:
+    def body(size: int) -> bytes:
+        if shape == "one long line":  # a big event trickling in: the buffer must not be rescanned
+            return b"data: " + b"a" * size + b"\n\n"
+        return b"data: {}\n\n" * (size // 10)  # many small events in each chunk
+
+    small, large = 64 * 1024, 8 * 64 * 1024
+    ratio = _parse_time(body(large), 16) / _parse_time(body(small), 16)
+    assert ratio < 24, f"8x the input took {ratio:.1f}x the time: not linear"
+
+
+@pytest.mark.parametrize(
+    ("head", "kind"),
+    [
+        (b"<!DOCTYPE html><html>", "markup"),
+        (b"\xef\xbb\xbf\n  <html>", "markup"),
+        (b'{"error": {"message": "no"}}', "json"),
+        (b"[1, 2]", "json"),
+        (b"data: {}\n\n", None),
+        (b": ping\n\n", None),
+        (b"event: delta\n", None),
+        (b"\n\n", None),
+    ],
+)
+def test_sniff(head: bytes, kind: str | None) -> None:
+    assert sniff(head) == kind

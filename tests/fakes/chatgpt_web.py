@@ -23,6 +23,7 @@ import contextlib
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
@@ -66,6 +67,8 @@ class Answer:
     that is not JSON, ``truncate_after`` ends the response cleanly without ``[DONE]``,
     ``abort_after`` drops the connection in the middle of the chunked body.
     A ``status`` other than 200 answers with ``body`` (JSON) and ``headers`` instead.
+    ``raw_stream`` (an async iterator of chunks) is sent as the body instead of the
+    events, as ``content_type``.
     """
 
     chunks: list[str] = field(default_factory=lambda: ["Hello", ", ", "world!"])
@@ -84,6 +87,8 @@ class Answer:
     status: int = 200
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    raw_stream: Callable[[], AsyncIterator[bytes]] | None = None
+    content_type: str = "text/event-stream"
 
 
 class FakeChatGPTWeb:
@@ -100,6 +105,7 @@ class FakeChatGPTWeb:
         self.reject_all_tokens = False
         self.disconnected = asyncio.Event()  # a client went away mid-answer
         self.streaming = asyncio.Event()  # an answer has started
+        self.bytes_streamed = 0  # raw_stream bytes written
         self._issued = 0
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -217,10 +223,16 @@ class FakeChatGPTWeb:
             return web.json_response(answer.body, status=answer.status, headers=answer.headers)
         body = recorded.json
         conversation_id = answer.conversation_id or body.get("conversation_id") or str(uuid.uuid4())
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        response = web.StreamResponse(headers={"Content-Type": answer.content_type})
         await response.prepare(request)
         self.streaming.set()
         try:
+            if answer.raw_stream is not None:
+                async for chunk in answer.raw_stream():
+                    self.bytes_streamed += len(chunk)
+                    await response.write(chunk)
+                await response.write_eof()
+                return response
             for event in self._events(answer, body, conversation_id):
                 if event is None:  # a chunk boundary
                     if answer.delay:

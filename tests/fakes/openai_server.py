@@ -35,11 +35,14 @@ send a malformed event (``malformed_after``), an in-stream ``{"error": ...}`` ev
 (``error_after``), end without ``[DONE]`` (``omit_done``), write the stream in tiny
 pieces so multi-byte UTF-8 characters are split across TCP writes (``write_size``; with
 an HTTP error status it splits the error body, ``chunk_delay`` apart), or
-send raw bytes (``raw_body``), or answer a streaming request with one JSON completion
-like a server that ignores ``stream`` (``ignore_stream``).
+send raw bytes (``raw_body``, or ``raw_stream``: an async iterator of chunks, for bodies
+too large or too long to hold), or answer a streaming request with one JSON completion
+like a server that ignores ``stream`` (``ignore_stream``). ``headers`` may override the
+``Content-Type``.
 
 Records: every request is appended to ``requests`` (``RecordedRequest`` with method,
-path, headers, parsed JSON ``body``, monotonic ``time``, client ``peer`` address);
+path, ``query`` string, headers, parsed JSON ``body``, monotonic ``time``, client
+``peer`` address); ``bytes_streamed`` counts the body bytes written to clients;
 ``chat_requests`` filters the chat completion ones; ``reset()`` forgets records and
 the script. ``in_flight`` and ``max_in_flight`` count concurrent chat
 requests (a request is in flight from arrival until its response is finished).
@@ -55,7 +58,7 @@ import socket
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -106,6 +109,7 @@ class Behaviour:
     omit_done: bool = False
     write_size: int | None = None
     raw_body: bytes | None = None
+    raw_stream: Callable[[], AsyncIterator[bytes]] | None = None
     finish_reason: str = "stop"
     ignore_stream: bool = False
 
@@ -151,6 +155,7 @@ class RecordedRequest:
     body: Any
     time: float
     peer: tuple[str, int] | None = None  # the client's address: equal ports = a reused connection
+    query: str = ""
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -184,6 +189,7 @@ class FakeOpenAIServer:
         self.requests: list[RecordedRequest] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self.bytes_streamed = 0
         self._queue: deque[Behaviour] = deque()
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -271,6 +277,7 @@ class FakeOpenAIServer:
             body=body,
             time=time.monotonic(),
             peer=request.transport.get_extra_info("peername") if request.transport else None,
+            query=request.query_string,
         )
         self.requests.append(recorded)
         return recorded
@@ -370,11 +377,11 @@ class FakeOpenAIServer:
         await response.write_eof()
         return response
 
-    @staticmethod
     async def _write(
-        response: web.StreamResponse, data: bytes, size: int | None, pause: float = 0.0
+        self, response: web.StreamResponse, data: bytes, size: int | None, pause: float = 0.0
     ) -> None:
         """``data`` in ``size``-byte writes, ``pause`` (at least 1 ms) apart."""
+        self.bytes_streamed += len(data)
         if not size:
             await response.write(data)
             return
@@ -450,6 +457,11 @@ class FakeOpenAIServer:
 
         if behaviour.raw_body is not None:
             await write(behaviour.raw_body)
+            await response.write_eof()
+            return response
+        if behaviour.raw_stream is not None:
+            async for chunk in behaviour.raw_stream():
+                await write(chunk)
             await response.write_eof()
             return response
 

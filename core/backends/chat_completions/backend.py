@@ -10,26 +10,21 @@ from collections.abc import AsyncIterator
 from typing import Any, NamedTuple
 
 import aiohttp
-from tenacity import RetryCallState
 
 from core import tokens
+from core.backends.answer import Pacer, answer_limit
 from core.backends.base import Backend
-from core.backends.chat_completions.stream import AnswerStream, StreamBroken
-from core.backends.chat_completions.transport import (
-    RETRY_STATUSES,
-    Opened,
+from core.backends.call import (
+    DEFAULT_MAX_ANSWER_SECONDS,
+    Call,
     RetryableFailure,
-    display_host,
-    response_error,
-    retry_policy,
+    StreamBroken,
+    check_limits,
 )
-from core.errors import (
-    ChatGPTConnectionError,
-    ChatGPTError,
-    ChatGPTStreamError,
-    ChatGPTTimeoutError,
-)
-from core.http import Redactor, Secret, redact_url
+from core.backends.chat_completions.stream import AnswerStream
+from core.backends.chat_completions.transport import Opened, response_error, retryable
+from core.errors import ChatGPTConnectionError, ChatGPTError, ChatGPTStreamError
+from core.http import Redactor, Secret, join_url, redact_url
 from core.store.history import HistoryStore, InMemoryHistoryStore
 from core.types import ChatResponse, StoredMessage
 
@@ -46,11 +41,15 @@ LARGE_TEXT = 20_000
 
 class Prompt(NamedTuple):
     """What ``_build_messages`` gives: the request's messages, the new user message's
-    token count and the conversation of the parent message (None if unknown)."""
+    token count, the conversation of the parent message (None if unknown), how many
+    history messages the prompt carries (neither the system message nor the new one)
+    and the whole prompt's size in tokens."""
 
     messages: list[dict[str, str]]
     user_tokens: int
     conversation_id: str | None
+    history_messages: int
+    tokens: int
 
 
 class PromptTooLongError(ChatGPTError):
@@ -73,7 +72,8 @@ class ChatCompletionsBackend(Backend):
     """An OpenAI-compatible Chat Completions server, streamed over SSE with aiohttp.
 
     The keyword arguments up to ``max_retries`` are the ``chat_completions`` config
-    keys. ``history`` keeps the message tree (default: in memory); with
+    keys (``timeout`` and ``max_answer_seconds``: see ``core.backends.call``).
+    ``history`` keeps the message tree (default: in memory); with
     ``save_history=False`` finished turns are not written (the chat service commits them
     itself). ``session`` is borrowed, never closed; without one the backend creates and
     owns its own. After ``aclose()`` every call raises ``ChatGPTError``. Subclasses
@@ -84,8 +84,13 @@ class ChatCompletionsBackend(Backend):
     #: ``retry_base_delay`` of jitter, capped at ``retry_max_delay`` (seconds).
     retry_base_delay: float = 0.5
     retry_max_delay: float = 20.0
-    #: A ``Retry-After`` longer than this is not waited for: the rate-limit error is raised.
+    #: A ``Retry-After`` longer than this (or than ``timeout``) is not waited for: the
+    #: rate-limit error is raised.
     max_retry_wait: float = 60.0
+    #: Added to errors that suggest a wrong URL.
+    url_hint = "is base_url right? OpenAI-compatible servers usually end in /v1"
+    #: The server in errors before its URL is known.
+    server_name = "the server"
 
     def __init__(
         self,
@@ -98,6 +103,7 @@ class ChatCompletionsBackend(Backend):
         max_response_tokens: int = 1000,
         completion_params: dict[str, Any] | None = None,
         timeout: float = 120.0,
+        max_answer_seconds: float | None = DEFAULT_MAX_ANSWER_SECONDS,
         max_concurrency: int = 8,
         max_retries: int = 3,
         history: HistoryStore | None = None,
@@ -114,8 +120,7 @@ class ChatCompletionsBackend(Backend):
                 f"max_model_tokens ({max_model_tokens}) must be larger than "
                 f"max_response_tokens ({max_response_tokens})"
             )
-        if not timeout > 0:
-            raise ValueError("timeout must be a positive number of seconds")
+        check_limits(timeout, max_answer_seconds)
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         if max_retries < 0:
@@ -128,6 +133,9 @@ class ChatCompletionsBackend(Backend):
         self.max_response_tokens = max_response_tokens
         self.completion_params: dict[str, Any] = dict(completion_params or {})
         self.timeout = float(timeout)
+        self.max_answer_seconds = max_answer_seconds
+        #: The longest answer accepted, in characters (see ``core.backends.answer``).
+        self.max_answer_chars = answer_limit(max_response_tokens)
         self.max_concurrency = max_concurrency
         self.max_retries = max_retries
         self.history: HistoryStore = history if history is not None else InMemoryHistoryStore()
@@ -139,7 +147,6 @@ class ChatCompletionsBackend(Backend):
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._tokenizer_ready = False
         self._closed = False
-        self._host = display_host(base_url) if base_url else "the server"
 
     def __repr__(self) -> str:
         # base_url may carry credentials too (user:password@, ?api-key=).
@@ -178,6 +185,17 @@ class ChatCompletionsBackend(Backend):
 
     # -- the conversation -------------------------------------------------------------
 
+    def _new_call(self, timeout: float | None) -> Call:
+        return Call(
+            timeout=self.timeout if timeout is None else timeout,
+            max_answer_seconds=self.max_answer_seconds,
+            logger=logger,
+            redact=self._redact,
+            hint=self.url_hint,
+            url=join_url(self.base_url, "/chat/completions") if self.base_url else "",
+            name=self.server_name,
+        )
+
     async def stream_message(
         self,
         text: str,
@@ -187,25 +205,22 @@ class ChatCompletionsBackend(Backend):
         message_id: str | None = None,
         timeout: float | None = None,
     ) -> AsyncIterator[ChatResponse]:
-        limit = self.timeout if timeout is None else timeout
-        deadline = asyncio.get_running_loop().time() + limit
-        user_id = message_id or str(uuid.uuid4())
-        answer_id = str(uuid.uuid4())
         if self._closed:
             raise self._closed_error()
+        check_limits(timeout, None)
+        call = self._new_call(timeout)
+        user_id = message_id or str(uuid.uuid4())
+        answer_id = str(uuid.uuid4())
 
-        try:
-            # The history lookup (a database), the tokenizer's first load and whatever
-            # subclasses add (LocalBackend starts its model) all count against the call.
-            async with asyncio.timeout_at(deadline):
-                messages, user_tokens, parent_conversation = await self._build_messages(
-                    text, parent_message_id, deadline
-                )
-        except TimeoutError:
-            raise ChatGPTTimeoutError(f"timed out after {limit:g} s preparing the prompt") from None
+        # The history lookup (a database), the tokenizer's first load and whatever
+        # subclasses add (LocalBackend counts with its model) are bounded by the call's
+        # max_answer_seconds; only waits on the server are bounded by timeout.
+        prompt = await call.within_total(
+            self._build_messages(text, parent_message_id, call), "preparing the prompt"
+        )
         # A reply to a known message continues its conversation.
-        conversation_id = conversation_id or parent_conversation or str(uuid.uuid4())
-        body = self._request_body(messages)
+        conversation_id = conversation_id or prompt.conversation_id or str(uuid.uuid4())
+        body = self._request_body(prompt.messages)
         model = str(body.get("model") or self.model)
 
         def partial(answer: str, done: bool) -> ChatResponse:
@@ -216,36 +231,32 @@ class ChatCompletionsBackend(Backend):
                 parent_message_id=user_id,
                 model=model,
                 done=done,
+                prompt_messages=prompt.history_messages if done else None,
+                prompt_tokens=prompt.tokens if done else None,
             )
 
+        await call.within_total(
+            self._semaphore.acquire(),
+            f"waiting for a free request slot (max_concurrency={self.max_concurrency})",
+        )
         try:
-            async with asyncio.timeout_at(deadline):
-                await self._semaphore.acquire()
-        except TimeoutError:
-            raise ChatGPTTimeoutError(
-                f"timed out after {limit:g} s waiting for a free "
-                f"request slot (max_concurrency={self.max_concurrency})"
-            ) from None
-        try:
-            opened = await self._open_with_retries(body, deadline, limit)
+            opened = await self._open_with_retries(body, call)
             stream = opened.stream
+            pacer = Pacer()
             try:
-                delta = opened.first_delta
-                while delta is not None:
-                    yield partial(stream.text, done=False)
-                    try:
-                        async with asyncio.timeout_at(deadline):
-                            delta = await stream.next_delta()
-                    except TimeoutError:
-                        raise ChatGPTTimeoutError(
-                            f"the answer took longer than {limit:g} s",
-                            partial_text=stream.text,
-                        ) from None
-                    except StreamBroken as exc:  # too late to retry: answer text is out
-                        raise ChatGPTStreamError(
-                            str(exc), partial_text=exc.partial_text
-                        ) from exc.__cause__
-                await stream.release(deadline)  # keep the connection for the next request
+                got = opened.has_text
+                while got is not None:
+                    now = call.now()
+                    if pacer.due(stream.answer, now):
+                        pacer.shown(stream.answer, now)
+                        yield partial(stream.text, done=False)
+                    got = await stream.advance(pacer.flush_at(stream.answer))
+                await stream.release()  # keep the connection for the next request
+            except StreamBroken as exc:  # too late to retry: answer text is out
+                raise ChatGPTStreamError(str(exc), partial_text=stream.text) from exc.__cause__
+            except ChatGPTError as exc:
+                exc.partial_text = exc.partial_text or stream.text
+                raise
             finally:
                 opened.response.close()  # a no-op after release()
         finally:
@@ -261,7 +272,7 @@ class ChatCompletionsBackend(Backend):
                         parent_id=parent_message_id,
                         role="user",
                         text=text,
-                        token_count=user_tokens,
+                        token_count=prompt.user_tokens,
                     ),
                     StoredMessage(
                         id=answer_id,
@@ -275,11 +286,9 @@ class ChatCompletionsBackend(Backend):
             )
         yield partial(answer, done=True)
 
-    async def _build_messages(
-        self, text: str, parent_message_id: str | None, deadline: float
-    ) -> Prompt:
-        """The prompt; the caller bounds this by ``deadline`` (the loop time the whole
-        call must end by), which subclasses may pass on."""
+    async def _build_messages(self, text: str, parent_message_id: str | None, call: Call) -> Prompt:
+        """The prompt; the caller bounds this by the call's end, and subclasses may use
+        ``call`` for the requests they make."""
         if not self._tokenizer_ready:  # the first load takes a few hundred ms
             await asyncio.to_thread(tokens.get_encoder, self.encoding)
             self._tokenizer_ready = True
@@ -317,7 +326,14 @@ class ChatCompletionsBackend(Backend):
             messages.append({"role": "system", "content": system})
         messages.extend({"role": m.role, "content": m.text} for m in chain)
         messages.append({"role": "user", "content": text})
-        return Prompt(messages, user_tokens, parent_conversation)
+        # Per-message counts include each message's overhead (count_message_tokens).
+        prompt_tokens = (
+            tokens.REPLY_PRIMING_TOKENS
+            + system_tokens
+            + sum(m.token_count for m in chain)
+            + user_tokens
+        )
+        return Prompt(messages, user_tokens, parent_conversation, len(chain), prompt_tokens)
 
     def _request_body(self, messages: list[dict[str, str]]) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "max_tokens": self.max_response_tokens}
@@ -355,88 +371,60 @@ class ChatCompletionsBackend(Backend):
         api_key = self._api_key.get() if self._api_key is not None else None
         return Redactor([api_key], headers=self.headers)(text)
 
-    async def _open_with_retries(
-        self, body: dict[str, Any], deadline: float, limit: float
-    ) -> Opened:
-        def log_retry(state: RetryCallState) -> None:
-            outcome = state.outcome
-            failure = outcome.exception() if outcome is not None else None
-            logger.warning(
-                "chat completions request to %s failed (%s); retry %d of %d in %.2f s",
-                self._host,
-                failure,
-                state.attempt_number,
-                self.max_retries,
-                state.upcoming_sleep,
-            )
-
-        retrying = retry_policy(
-            deadline=deadline,
+    async def _open_with_retries(self, body: dict[str, Any], call: Call) -> Opened:
+        # Subclasses may start their server here: a wait on the server like any other.
+        base = await call.wait(self._base_url(), "waiting for the server to start")
+        url = join_url(base, "/chat/completions")
+        call.target(url)
+        retrying = call.retrying(
             max_retries=self.max_retries,
             base_delay=self.retry_base_delay,
             max_delay=self.retry_max_delay,
             max_wait=self.max_retry_wait,
-            before_sleep=log_retry,
         )
         try:
-            async with asyncio.timeout_at(deadline):  # subclasses may start a server here
-                url = (await self._base_url()).rstrip("/") + "/chat/completions"
-        except TimeoutError:
-            raise ChatGPTTimeoutError(f"the server was not ready within {limit:g} s") from None
-        self._host = display_host(url)
-        try:
-            opened: Opened = await retrying(self._attempt, url, body, deadline, limit)
+            opened: Opened = await retrying(self._attempt, url, body, call)
         except RetryableFailure as failure:
             raise failure.error from failure.__cause__
         return opened
 
-    async def _attempt(
-        self, url: str, body: dict[str, Any], deadline: float, limit: float
-    ) -> Opened:
+    async def _attempt(self, url: str, body: dict[str, Any], call: Call) -> Opened:
         """One request: send it, check the status, read up to the first answer text."""
         session = self._get_session()
         response: aiohttp.ClientResponse | None = None
-        stream: AnswerStream | None = None
+        call.sending("POST", url)
         try:
-            async with asyncio.timeout_at(deadline):
-                try:
-                    response = await session.post(url, json=body, headers=self._request_headers())
-                except TimeoutError:
-                    raise
-                except (aiohttp.ClientError, OSError) as exc:
-                    raise RetryableFailure(
-                        ChatGPTConnectionError(self._redact(f"could not reach {self._host}: {exc}"))
-                    ) from exc
-                if response.status != 200:
-                    error, retry_after = await response_error(
-                        response,
-                        host=self._host,
-                        redact=self._redact,
-                        has_api_key=self._api_key is not None,
-                    )
-                    if response.status in RETRY_STATUSES or response.status >= 500:
-                        raise RetryableFailure(error, retry_after)
-                    raise error
-                if response.content_type == "text/html":
-                    raise ChatGPTError(
-                        f"{self._host} answered with a web page, not an event stream: is "
-                        "base_url right? OpenAI-compatible servers usually end in /v1",
-                        status_code=response.status,
-                        status_text=response.reason,
-                    )
-                stream = AnswerStream(response, self._redact)
-                try:
-                    first = await stream.next_delta()
-                except StreamBroken as exc:  # no answer text yet: worth another try
-                    raise RetryableFailure(ChatGPTStreamError(str(exc))) from exc.__cause__
-                return Opened(response, stream, first)
-        except TimeoutError:
-            if response is not None:
-                response.close()
-            raise ChatGPTTimeoutError(
-                f"{self._host} did not answer within {limit:g} s",
-                partial_text=stream.text if stream is not None else "",
-            ) from None
+            try:
+                response = await call.wait(
+                    session.post(url, json=body, headers=self._request_headers()),
+                    "waiting for the response",
+                )
+            except (aiohttp.ClientError, OSError) as exc:
+                raise RetryableFailure(
+                    call.fail(ChatGPTConnectionError, "could not connect", str(exc), prep="to")
+                ) from exc
+            call.received(response)
+            if response.status != 200:
+                error, retry_after = await response_error(
+                    response, call, has_api_key=self._api_key is not None
+                )
+                if retryable(response.status):
+                    raise RetryableFailure(error, retry_after)
+                raise error
+            if response.content_type == "text/html":
+                raise call.fail(
+                    ChatGPTError,
+                    "a web page instead of an event stream",
+                    hint=True,
+                    status_code=response.status,
+                    status_text=response.reason,
+                )
+            stream = AnswerStream(response, call, self.max_answer_chars)
+            try:
+                has_text = await stream.first_text()
+            except StreamBroken as exc:  # no answer text yet: worth another try
+                raise RetryableFailure(ChatGPTStreamError(str(exc))) from exc.__cause__
+            return Opened(response, stream, has_text)
         except BaseException:
             if response is not None:
                 response.close()

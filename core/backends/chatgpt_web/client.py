@@ -12,15 +12,25 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Mapping
+from collections import deque
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 
+from core.backends.answer import DEFAULT_ANSWER_CHARS, Pacer
 from core.backends.base import Backend, collect
+from core.backends.call import (
+    DEFAULT_MAX_ANSWER_SECONDS,
+    Call,
+    EventReader,
+    RetryableFailure,
+    StreamBroken,
+    check_limits,
+)
 from core.backends.chatgpt_web.conversation import ChatGPTConversation
-from core.backends.chatgpt_web.protocol import AnswerStream
+from core.backends.chatgpt_web.protocol import AnswerStream, StreamProblem
 from core.backends.chatgpt_web.transport import (
     CLEARANCE_COOKIE,
     DEFAULT_USER_AGENT,
@@ -34,11 +44,10 @@ from core.errors import (
     ChatGPTError,
     ChatGPTRateLimitError,
     ChatGPTStreamError,
-    ChatGPTTimeoutError,
 )
-from core.http import Redactor, parse_retry_after
+from core.http import Redactor, join_url, parse_retry_after
 from core.markdown import to_plain_text
-from core.sse import SSEParser
+from core.sse import SSEEvent
 from core.types import ChatResponse, ProgressCallback
 
 logger = logging.getLogger("core.chatgpt_web")
@@ -46,7 +55,11 @@ logger = logging.getLogger("core.chatgpt_web")
 DEFAULT_MODEL = "text-davinci-002-render-sha"
 MODERATION_MODEL = "text-moderation-playground"
 AUTH_TIMEOUT = 60.0  # seconds for one /auth/session request
-_T = TypeVar("_T")
+#: The most a session or moderation response body may have (bytes).
+SMALL_BODY_LIMIT = 1 << 20
+#: Answers longer than this (characters) are turned into plain text in a worker thread.
+LARGE_TEXT = 20_000
+URL_HINT = "is backend_api_base_url right?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,13 +75,21 @@ class ChatGPTAPI(Backend):
     ``session_token`` is the ``__Secure-next-auth.session-token`` cookie and
     ``clearance_token`` the Cloudflare ``cf_clearance`` cookie; ``user_agent`` must be
     the user agent of the browser they were copied from. Extra options: ``max_retries``
-    (429/5xx/connection errors before any answer byte, honouring Retry-After) and
-    ``session`` (an aiohttp session to use instead of one owned by this client).
+    (429/5xx/connection errors before any answer byte, honouring Retry-After),
+    ``timeout`` (the default of each call's ``timeout``: seconds of silence allowed from
+    the server; None: no limit, like the seed package), ``max_answer_seconds`` (the
+    most one call may take in all; None: no limit) and ``session`` (an aiohttp session
+    to use instead of one owned by this client). See ``core.backends.call``.
 
-    ``debug=True`` logs every request and response status on the ``core.chatgpt_web``
-    logger (set to DEBUG unless its level was configured), with tokens and cookies
-    redacted.
+    Every request and response status is logged at DEBUG on the ``core.chatgpt_web``
+    logger, with the URL redacted; ``debug=True`` adds the headers (tokens and cookies
+    masked) and sets that logger to DEBUG unless its level was configured.
     """
+
+    #: A ``Retry-After`` longer than this (or than the call's timeout) is not waited for.
+    max_retry_wait: float = 60.0
+    #: The longest answer accepted, in characters (see ``core.backends.answer``).
+    max_answer_chars: int = DEFAULT_ANSWER_CHARS
 
     def __init__(
         self,
@@ -86,15 +107,18 @@ class ChatGPTAPI(Backend):
         model: str = DEFAULT_MODEL,
         max_retries: int = 0,
         timeout: float | None = None,
+        max_answer_seconds: float | None = DEFAULT_MAX_ANSWER_SECONDS,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         if not session_token or not session_token.strip():
             raise ChatGPTError("ChatGPT invalid session token: none given", status_code=401)
         if not clearance_token or not clearance_token.strip():
             raise ChatGPTError("ChatGPT invalid clearance token: none given", status_code=401)
+        check_limits(timeout, max_answer_seconds)
         # The default for calls that pass no ``timeout`` (the seed had none: a stalled
         # stream hung forever; a bot wants a bound).
         self._timeout = timeout
+        self._max_answer_seconds = max_answer_seconds
         self._session_token = session_token
         self._clearance_token = clearance_token
         self._access_token_ttl = access_token_ttl
@@ -189,42 +213,65 @@ class ChatGPTAPI(Backend):
         if not task.cancelled():
             task.exception()  # retrieved: a refresh nobody waits for any more is no warning
 
+    def _new_call(self, url: str, timeout: float | None, total: float | None) -> Call:
+        return Call(
+            timeout=timeout,
+            max_answer_seconds=total,
+            logger=logger,
+            redact=self._redact,
+            hint=URL_HINT,
+            url=url,
+        )
+
     async def _fetch_access_token(self, generation: int) -> str:
-        url = f"{self._api_base_url}/auth/session"
+        url = join_url(self._api_base_url, "/auth/session")
         cookie = (
             f"{CLEARANCE_COOKIE}={self._clearance_token}; {SESSION_COOKIE}={self._session_token}"
         )
         headers = {**self._headers, "accept": "*/*", "cookie": cookie}
-        what = "auth token refresh"
-        self._log_request("GET", url, headers)
+        call = self._new_call(url, AUTH_TIMEOUT, AUTH_TIMEOUT)
+        call.sending("GET")
+        self._log_headers(headers)
         try:
-            timeout = aiohttp.ClientTimeout(total=AUTH_TIMEOUT)
-            async with self._http().get(url, headers=headers, timeout=timeout) as response:
-                self._log_response("GET", url, response)
+            async with await call.wait(
+                self._http().get(url, headers=headers), "waiting for the session"
+            ) as response:
+                call.received(response)
                 status, reason = response.status, response.reason
                 if status >= 400:
-                    raise await response_error(response, what, self._redact)
-                data = await response.json(content_type=None)
-        except TimeoutError as exc:
-            raise ChatGPTTimeoutError(f"ChatGPT {what} timed out") from exc
+                    raise await response_error(response, call)
+                raw = await call.read_body(response, SMALL_BODY_LIMIT)
         except (aiohttp.ClientError, OSError) as exc:
-            raise self._connection_error(what, url, exc) from exc
-        except ValueError as exc:
-            raise ChatGPTError(f"ChatGPT {what} failed: the session response is not JSON") from exc
+            raise self._connection_error(call, exc) from exc
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise call.fail(
+                ChatGPTError,
+                "unexpected answer",
+                "the session response is not JSON",
+                status_code=status,
+                status_text=reason,
+            ) from exc
         data = data if isinstance(data, dict) else {}
         error, token = data.get("error"), data.get("accessToken")
-        prefix = "ChatGPT failed to refresh auth token: Unauthorized"
         if error == "RefreshAccessTokenError":
-            raise ChatGPTAuthError(
-                f"{prefix}: the session token has expired (RefreshAccessTokenError);"
+            raise call.fail(
+                ChatGPTAuthError,
+                "Unauthorized",
+                "the session token has expired (RefreshAccessTokenError);"
                 f" copy a fresh {SESSION_COOKIE} cookie from the browser",
                 status_code=status,
                 status_text=reason,
             )
         if error or not isinstance(token, str) or not token:
             detail = f"{error}" if error else "the session response has no accessToken"
-            raise ChatGPTAuthError(
-                self._redact(f"{prefix}: {detail}"), status_code=status, status_text=reason
+            raise call.fail(
+                ChatGPTAuthError,
+                "Unauthorized",
+                f"{detail} (is session_token right and current?)",
+                status_code=status,
+                status_text=reason,
             )
         self._redact.add(token)
         if generation == self._generation:
@@ -266,7 +313,8 @@ class ChatGPTAPI(Backend):
         action: str = "next",
         timeout: float | None = None,
     ) -> AsyncGenerator[ChatResponse, None]:
-        """Partial answers (text so far, ``done=False``), then the final one (``done=True``).
+        """Partial answers (text so far, ``done=False``, at a bounded rate), then the final
+        one (``done=True``, rendered in full when ``markdown`` is off).
 
         Close the generator (``contextlib.aclosing``) when leaving it early: that aborts
         the HTTP request.
@@ -286,15 +334,21 @@ class ChatGPTAPI(Backend):
         }
         if conversation_id:
             body["conversation_id"] = conversation_id
-        deadline = _deadline(self._timeout if timeout is None else timeout)
-        url = f"{self._backend_api_base_url}/conversation"
-        response = await self._post(url, body, "text/event-stream", "conversation", deadline)
-        answer, parser = AnswerStream(), SSEParser()
+        url = join_url(self._backend_api_base_url, "/conversation")
+        check_limits(timeout, None)
+        call = self._new_call(
+            url, self._timeout if timeout is None else timeout, self._max_answer_seconds
+        )
+        response = await self._post(body, "text/event-stream", call)
+        answer = AnswerStream(self.max_answer_chars)
         answer.conversation_id = conversation_id
+        events = EventReader(call, response)
+        pending: deque[SSEEvent] = deque()
+        pacer = Pacer()
 
-        def reply(done: bool) -> ChatResponse:
+        async def reply(done: bool) -> ChatResponse:
             return ChatResponse(
-                text=answer.text if self._markdown else to_plain_text(answer.text),
+                text=await self._render(answer.text),
                 conversation_id=answer.conversation_id,
                 message_id=answer.message_id or "",
                 parent_message_id=message_id,
@@ -303,19 +357,36 @@ class ChatGPTAPI(Backend):
             )
 
         try:
-            while not answer.done:
-                chunk = await _read(response, deadline)
-                for event in parser.feed(chunk) if chunk else parser.close():
-                    if answer.feed(event) and answer.message_id:
-                        yield reply(done=False)
+            while True:
+                if pending:
+                    try:
+                        changed = answer.feed(pending.popleft())
+                    except StreamProblem as exc:
+                        raise call.fail(ChatGPTStreamError, exc.what, exc.detail) from None
                     if answer.done:
                         break
-                if not chunk and not answer.done:
-                    raise ChatGPTStreamError("ChatGPT's answer stream ended before [DONE]")
+                    if not changed:
+                        continue
+                else:
+                    if events.ended:
+                        raise call.fail(StreamBroken, "answer stream ended before [DONE]")
+                    shown = answer.message_id is not None and len(answer.answer) > 0
+                    batch = await events.next_batch(
+                        pacer.flush_at(answer.answer) if shown else None
+                    )
+                    if batch is not None:
+                        pending.extend(batch)
+                        continue
+                now = call.now()
+                if answer.message_id and len(answer.answer) and pacer.due(answer.answer, now):
+                    started = time.perf_counter()
+                    partial = await reply(done=False)
+                    pacer.shown(answer.answer, now, time.perf_counter() - started)
+                    yield partial
             if not answer.message_id:
-                raise ChatGPTStreamError("ChatGPT's answer stream carried no answer message")
+                raise call.fail(ChatGPTStreamError, "answer stream carried no answer message")
         except ChatGPTError as exc:
-            exc.partial_text = reply(done=False).text
+            exc.partial_text = (await reply(done=False)).text
             self._log_error(exc)
             raise
         finally:
@@ -323,7 +394,16 @@ class ChatGPTAPI(Backend):
                 response.release()  # the connection can be reused
             else:
                 response.close()  # aborts the request: the server sees the disconnect
-        yield reply(done=True)
+        yield await reply(done=True)
+
+    async def _render(self, text: str) -> str:
+        """``text`` as the caller asked for it: Markdown, or plain text (off the event
+        loop when long: markdown-it takes about a second per megabyte)."""
+        if self._markdown:
+            return text
+        if len(text) > LARGE_TEXT:
+            return await asyncio.to_thread(to_plain_text, text)
+        return to_plain_text(text)
 
     def get_conversation(
         self, conversation_id: str | None = None, parent_message_id: str | None = None
@@ -333,18 +413,21 @@ class ChatGPTAPI(Backend):
         )
 
     async def send_moderation(self, text: str, *, timeout: float | None = None) -> ModerationResult:
-        deadline = _deadline(self._timeout if timeout is None else timeout)
-        url = f"{self._backend_api_base_url}/moderations"
+        url = join_url(self._backend_api_base_url, "/moderations")
+        check_limits(timeout, None)
+        call = self._new_call(
+            url, self._timeout if timeout is None else timeout, self._max_answer_seconds
+        )
         body = {"input": text, "model": MODERATION_MODEL}
-        response = await self._post(url, body, "*/*", "moderation", deadline)
+        response = await self._post(body, "*/*", call)
         try:
-            data = await _within(deadline, response.json(content_type=None))
-        except (aiohttp.ClientError, OSError) as exc:
-            raise self._connection_error("moderation", url, exc) from exc
-        except ValueError as exc:
-            raise ChatGPTError("ChatGPT moderation failed: the response is not JSON") from exc
+            raw = await call.read_body(response, SMALL_BODY_LIMIT)
         finally:
             response.release()
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise call.fail(ChatGPTError, "unexpected answer", "the response is not JSON") from exc
         data = data if isinstance(data, dict) else {}
         return ModerationResult(
             flagged=bool(data.get("flagged")),
@@ -370,18 +453,31 @@ class ChatGPTAPI(Backend):
             )
         return self._session
 
-    async def _post(
-        self, url: str, body: dict[str, Any], accept: str, what: str, deadline: float | None
-    ) -> aiohttp.ClientResponse:
-        """A 2xx response to an authenticated POST; the caller releases it.
-
-        A 401 drops the access token and retries once with a fresh one; 429, 5xx and
-        connection errors are retried ``max_retries`` times.
-        """
+    async def _post(self, body: dict[str, Any], accept: str, call: Call) -> aiohttp.ClientResponse:
+        """A 2xx response to an authenticated POST to the call's URL; the caller
+        releases it. 429, 5xx and connection errors are retried ``max_retries`` times."""
         data = json.dumps(body)
-        retried_auth, attempt = False, 0
+        retrying = call.retrying(
+            max_retries=self._max_retries,
+            base_delay=0.5,
+            max_delay=8.0,
+            max_wait=self.max_retry_wait,
+        )
+        try:
+            response: aiohttp.ClientResponse = await retrying(self._attempt, data, accept, call)
+        except RetryableFailure as failure:
+            self._log_error(failure.error)
+            raise failure.error from failure.__cause__
+        except ChatGPTError as error:
+            self._log_error(error)
+            raise
+        return response
+
+    async def _attempt(self, data: str, accept: str, call: Call) -> aiohttp.ClientResponse:
+        """One try: a 401 drops the access token and sends once more with a fresh one."""
+        retried_auth = False
         while True:
-            token = await _within(deadline, self.refresh_session())
+            token = await call.wait(self.refresh_session(), "waiting for an access token")
             headers = {
                 **self._headers,
                 "authorization": f"Bearer {token}",
@@ -389,81 +485,38 @@ class ChatGPTAPI(Backend):
                 "content-type": "application/json",
                 "cookie": f"{CLEARANCE_COOKIE}={self._clearance_token}",
             }
-            self._log_request("POST", url, headers)
-            error: ChatGPTError
-            retry_after: float | None = None
+            call.sending("POST")
+            self._log_headers(headers)
             try:
-                response = await _within(
-                    deadline, self._http().post(url, data=data, headers=headers)
+                response = await call.wait(
+                    self._http().post(call.url, data=data, headers=headers),
+                    "waiting for the response",
                 )
             except (aiohttp.ClientError, OSError) as exc:
-                error = self._connection_error(what, url, exc)
-                error.__cause__ = exc
-            else:
-                self._log_response("POST", url, response)
-                if response.status < 400:
-                    return response
-                try:
-                    error = await _within(deadline, response_error(response, what, self._redact))
-                finally:
-                    response.close()
-                retry_after = parse_retry_after(response.headers)
-                if response.status == 401 and not retried_auth:
-                    retried_auth = True
-                    if self._access_token == token:
-                        self._access_token = None
-                    continue
-            retryable = isinstance(error, ChatGPTConnectionError | ChatGPTRateLimitError) or (
-                error.status_code is not None and error.status_code >= 500
-            )
-            delay = min(0.5 * 2**attempt, 8.0) if retry_after is None else retry_after
-            loop_time = asyncio.get_running_loop().time()
-            if (
-                not retryable
-                or attempt >= self._max_retries
-                or (deadline is not None and loop_time + delay >= deadline)
-            ):
-                self._log_error(error)
-                raise error
-            attempt += 1
-            logger.info("%s; retry %d in %.1f s", error, attempt, delay)
-            await asyncio.sleep(delay)
+                raise RetryableFailure(self._connection_error(call, exc)) from exc
+            call.received(response)
+            if response.status < 400:
+                return response
+            try:
+                error = await response_error(response, call)
+            finally:
+                response.close()
+            if response.status == 401 and not retried_auth:
+                retried_auth = True
+                if self._access_token == token:
+                    self._access_token = None
+                continue
+            if isinstance(error, ChatGPTRateLimitError) or response.status >= 500:
+                raise RetryableFailure(error, parse_retry_after(response.headers))
+            raise error
 
-    def _connection_error(self, what: str, url: str, exc: BaseException) -> ChatGPTError:
+    def _connection_error(self, call: Call, exc: BaseException) -> ChatGPTError:
         reason = self._redact(str(exc)) or type(exc).__name__
-        return ChatGPTConnectionError(f"ChatGPT {what} failed: cannot reach {url}: {reason}")
+        return call.fail(ChatGPTConnectionError, "could not connect", reason, prep="to")
 
-    def _log_request(self, method: str, url: str, headers: Mapping[str, str]) -> None:
+    def _log_headers(self, headers: Mapping[str, str]) -> None:
         if self._debug:
-            logger.debug("%s %s headers=%s", method, url, self._redact.headers(headers))
-
-    def _log_response(self, method: str, url: str, response: aiohttp.ClientResponse) -> None:
-        if self._debug:
-            logger.debug("%s %s -> %d %s", method, url, response.status, response.reason)
+            logger.debug("headers=%s", self._redact.headers(headers))
 
     def _log_error(self, error: ChatGPTError) -> None:
-        if self._debug:
-            logger.debug("%s: %s", type(error).__name__, self._redact(str(error)))
-
-
-def _deadline(timeout: float | None) -> float | None:
-    return None if timeout is None else asyncio.get_running_loop().time() + timeout
-
-
-async def _within(deadline: float | None, awaitable: Awaitable[_T]) -> _T:
-    """Await ``awaitable`` until ``deadline`` (loop time); past it, ChatGPTTimeoutError."""
-    timeout = asyncio.timeout_at(deadline)
-    try:
-        async with timeout:
-            return await awaitable
-    except TimeoutError as exc:
-        if timeout.expired():
-            raise ChatGPTTimeoutError("ChatGPT timed out waiting for response") from exc
-        raise
-
-
-async def _read(response: aiohttp.ClientResponse, deadline: float | None) -> bytes:
-    try:
-        return await _within(deadline, response.content.readany())
-    except (aiohttp.ClientError, OSError) as exc:
-        raise ChatGPTStreamError(f"ChatGPT's answer stream was cut off: {exc!r}") from exc
+        logger.debug("%s: %s", type(error).__name__, self._redact(str(error)))

@@ -10,8 +10,9 @@ from collections.abc import Mapping
 
 import aiohttp
 
+from core.backends.call import Call
 from core.errors import ChatGPTAuthError, ChatGPTError, ChatGPTRateLimitError
-from core.http import Redactor, error_detail, parse_retry_after, read_error_body
+from core.http import error_detail, parse_retry_after, read_error_body
 
 DEFAULT_USER_AGENT = (
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 "
@@ -39,27 +40,28 @@ def browser_headers(user_agent: str, extra: Mapping[str, str] | None) -> dict[st
     return headers
 
 
-async def response_error(
-    response: aiohttp.ClientResponse, what: str, redact: Redactor
-) -> ChatGPTError:
+async def response_error(response: aiohttp.ClientResponse, call: Call) -> ChatGPTError:
     """The error for a non-2xx ``response``; the body's error detail joins the message."""
     status, reason = response.status, response.reason or ""
-    detail = error_detail(await read_error_body(response), limit=500)
-    message = f"ChatGPT {what} failed: {status} {reason}".rstrip()
-    if detail:
-        message += f": {detail}"
-    message = redact(message)
+    raw = await call.wait(read_error_body(response), "reading the error")
+    detail = call.redact(error_detail(raw, limit=500))
+    what = f"HTTP {status} {reason}".rstrip()
     if status == 429:
         retry_after = parse_retry_after(response.headers)
-        return ChatGPTRateLimitError(message, retry_after=retry_after, status_text=reason)
-    if status == 401:
-        return ChatGPTAuthError(message, status_code=status, status_text=reason)
-    if status == 403:
-        return ChatGPTAuthError(
-            message + ". Cloudflare refused the request: the clearance token (cf_clearance)"
-            " and the user agent must both come from the browser that solved the challenge,"
-            " on the same IP address; copy them again from that browser",
-            status_code=status,
-            status_text=reason,
+        return call.fail(
+            ChatGPTRateLimitError, what, detail, retry_after=retry_after, status_text=reason
         )
-    return ChatGPTError(message, status_code=status, status_text=reason)
+    if status == 401:
+        return call.fail(ChatGPTAuthError, what, detail, status_code=status, status_text=reason)
+    if status == 403:
+        explained = (
+            "Cloudflare refused the request: the clearance token (cf_clearance) and the user "
+            "agent must both come from the browser that solved the challenge, on the same IP "
+            "address; copy them again from that browser"
+        )
+        detail = f"{detail}. {explained}" if detail else explained
+        return call.fail(ChatGPTAuthError, what, detail, status_code=status, status_text=reason)
+    wrong_url = status == 404 and not raw.lstrip().startswith((b"{", b"["))
+    return call.fail(
+        ChatGPTError, what, detail, hint=wrong_url, status_code=status, status_text=reason
+    )

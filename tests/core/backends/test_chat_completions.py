@@ -560,13 +560,26 @@ class SlowHistory(InMemoryHistoryStore):
         return await super().history(message_id, max_tokens)
 
 
-async def test_the_timeout_covers_building_the_prompt(server: FakeOpenAIServer) -> None:
-    async with make_backend(server, history=SlowHistory()) as backend:
+async def test_max_answer_seconds_covers_building_the_prompt(server: FakeOpenAIServer) -> None:
+    async with make_backend(server, history=SlowHistory(), max_answer_seconds=0.2) as backend:
         started = time.monotonic()
-        with pytest.raises(ChatGPTTimeoutError, match="preparing the prompt"):
-            await backend.send_message("x", parent_message_id="parent", timeout=0.2)
+        with pytest.raises(ChatGPTTimeoutError, match="preparing the prompt") as caught:
+            await backend.send_message("x", parent_message_id="parent")
     assert time.monotonic() - started < 2  # the store would take 3
+    assert "max_answer_seconds=0.2" in str(caught.value)
     assert server.chat_requests == []
+
+
+async def test_a_slow_history_does_not_eat_the_servers_timeout(server: FakeOpenAIServer) -> None:
+    class SlowerHistory(InMemoryHistoryStore):
+        async def history(self, message_id: str, max_tokens: int) -> list[StoredMessage]:
+            await asyncio.sleep(0.4)
+            return await super().history(message_id, max_tokens)
+
+    server.script(Behaviour(delay=0.4))
+    async with make_backend(server, history=SlowerHistory(), timeout=0.6) as backend:
+        answer = await backend.send_message("x", parent_message_id="parent")
+    assert answer.text == "Echo: x"  # 0.4 s reading history + 0.4 s of server silence
 
 
 async def test_configured_timeout_during_the_stream(server: FakeOpenAIServer) -> None:
@@ -695,3 +708,80 @@ async def test_a_wrong_base_url_gets_a_hint() -> None:
                 assert caught.value.status_code == status
     finally:
         await runner.cleanup()
+
+
+# -- what the operator sees ------------------------------------------------------------
+
+
+async def test_a_base_url_with_a_query_keeps_it(server: FakeOpenAIServer) -> None:
+    base_url = f"{server.base_url}/?api-version=2024-06-01&api-key=Q-SECRET"  # Azure style
+    async with make_backend(server, base_url=base_url) as backend:
+        assert (await backend.send_message("x")).text == "Echo: x"
+        server.script(Behaviour.http_error(400, "bad deployment"))
+        with pytest.raises(ChatGPTError) as caught:
+            await backend.send_message("x")
+    (request, _) = server.chat_requests
+    assert request.path == "/v1/chat/completions"
+    assert request.query == "api-version=2024-06-01&api-key=Q-SECRET"
+    assert "Q-SECRET" not in str(caught.value) and "api-version" not in str(caught.value)
+
+
+async def test_errors_say_what_failed_where_and_after_how_many_tries(
+    server: FakeOpenAIServer, backend: ChatCompletionsBackend
+) -> None:
+    server.script(*[Behaviour.http_error(503, "overloaded, try later")] * 4)
+    with pytest.raises(ChatGPTError) as caught:
+        await backend.send_message("x")
+    assert str(caught.value) == (
+        f"HTTP 503 Service Unavailable from 127.0.0.1:{server.port}/v1/chat/completions "
+        "after 4 tries: overloaded, try later"
+    )
+    assert caught.value.user_message == (
+        "The AI backend failed to answer. Please try again in a moment."
+    )
+
+    server.script(Behaviour.http_error(500), Behaviour.http_error(400, "no such model"))
+    with pytest.raises(ChatGPTError, match=r"^HTTP 400 Bad Request from .* after 2 tries: no"):
+        await backend.send_message("x")
+
+
+async def test_connection_and_stream_errors_say_where_too(server: FakeOpenAIServer) -> None:
+    async with make_backend(server, max_retries=0) as backend:
+        server.script(Behaviour(reply="a b c", disconnect_after=1))
+        with pytest.raises(ChatGPTStreamError) as broken:
+            await backend.send_message("x")
+    where = f"127.0.0.1:{server.port}/v1/chat/completions after 1 try"
+    assert str(broken.value).startswith(f"connection broke during the answer from {where}")
+    assert broken.value.user_message == "The AI backend's answer was cut off. Please try again."
+
+
+async def test_retries_are_info_and_requests_debug(
+    server: FakeOpenAIServer, backend: ChatCompletionsBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="core.backends.chat_completions")
+    server.script(Behaviour.http_error(503, "busy", retry_after=0.05))
+    await backend.send_message("x")
+    records = [r for r in caplog.records if r.name == "core.backends.chat_completions"]
+    assert not [r for r in records if r.levelno >= logging.WARNING]
+    (retry,) = [r for r in records if r.levelno == logging.INFO]
+    assert "HTTP 503 Service Unavailable" in retry.getMessage()
+    assert "busy; retry 1 of 3 in 0.05 s" in retry.getMessage()
+    debug = [r.getMessage() for r in records if r.levelno == logging.DEBUG]
+    url = f"{server.base_url}/chat/completions"
+    assert f"POST {url} (try 1)" in debug and f"POST {url} (try 2)" in debug
+    assert any(m.startswith(f"POST {url} -> 503 Service Unavailable in ") for m in debug)
+    assert any(m.startswith(f"POST {url} -> 200 OK in ") for m in debug)
+    assert KEY not in caplog.text
+
+
+async def test_the_final_answer_says_what_the_prompt_carried(
+    server: FakeOpenAIServer, backend: ChatCompletionsBackend
+) -> None:
+    first = await backend.send_message("one")
+    assert first.prompt_messages == 0
+    assert first.prompt_tokens == tokens.count_chat_tokens(server.chat_requests[-1].messages)
+    partials = await collect(backend, "two", parent_message_id=first.message_id)
+    final = partials[-1]
+    assert final.prompt_messages == 2  # "one" and its answer; not the system message
+    assert final.prompt_tokens == tokens.count_chat_tokens(server.chat_requests[-1].messages)
+    assert all(p.prompt_messages is None and p.prompt_tokens is None for p in partials[:-1])

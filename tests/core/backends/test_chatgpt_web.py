@@ -424,9 +424,14 @@ async def test_debug_logs_requests_without_secrets(
     assert "SECRET" not in logged
 
 
-async def test_no_request_logs_without_debug(
-    api: ChatGPTAPI, caplog: pytest.LogCaptureFixture
+async def test_requests_are_logged_at_debug_without_headers(
+    fake: FakeChatGPTWeb, api: ChatGPTAPI, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="core.chatgpt_web")
     await api.send_message("hi")
-    assert "POST" not in caplog.text
+    logged = caplog.text
+    assert f"GET {fake.api_base_url}/auth/session (try 1)" in logged
+    assert f"POST {fake.backend_api_base_url}/conversation (try 1)" in logged
+    assert f"POST {fake.backend_api_base_url}/conversation -> 200 OK in " in logged
+    assert "headers=" not in logged  # those only with debug=True
+    assert "SECRET" not in logged

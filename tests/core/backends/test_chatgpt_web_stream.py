@@ -4,6 +4,7 @@ cancellation, rate limits and retries."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from email.utils import formatdate
@@ -211,8 +212,12 @@ async def test_rate_limit_with_retry_after_date(fake: FakeChatGPTWeb, api: ChatG
 
 async def test_server_error_detail(fake: FakeChatGPTWeb, api: ChatGPTAPI) -> None:
     fake.answers.append(Answer(status=500, body={"detail": "Internal failure"}))
-    with pytest.raises(ChatGPTError, match="500 Internal Server Error: Internal failure") as caught:
+    with pytest.raises(ChatGPTError) as caught:
         await api.send_message("hi")
+    assert str(caught.value) == (
+        f"HTTP 500 Internal Server Error from 127.0.0.1:{fake.port}/backend-api/conversation"
+        " after 1 try: Internal failure"
+    )
     assert caught.value.status_code == 500
     assert caught.value.status_text == "Internal Server Error"
 
@@ -293,3 +298,32 @@ async def test_connection_errors_are_retried(make_api: MakeAPI, fake: FakeChatGP
     with pytest.raises(ChatGPTConnectionError):
         await api.send_message("hi")
     assert time.monotonic() - started >= 0.5  # one retry, after the first backoff step
+
+
+async def test_retried_errors_say_where_and_after_how_many_tries(
+    fake: FakeChatGPTWeb, make_api: MakeAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="core.chatgpt_web")
+    api = make_api(max_retries=2)
+    fake.answers += [Answer(status=503, body={"detail": "down"}, headers={"Retry-After": "0"})] * 3
+    with pytest.raises(ChatGPTError) as caught:
+        await api.send_message("hi")
+    assert str(caught.value) == (
+        f"HTTP 503 Service Unavailable from 127.0.0.1:{fake.port}/backend-api/conversation"
+        " after 3 tries: down"
+    )
+    assert caught.value.user_message.startswith("The AI backend failed to answer.")
+    records = [r for r in caplog.records if r.name == "core.chatgpt_web"]
+    assert not [r for r in records if r.levelno >= logging.WARNING]
+    retries = [r.getMessage() for r in records if r.levelno == logging.INFO]
+    assert len(retries) == 2 and retries[0].endswith("down; retry 1 of 2 in 0.00 s")
+
+
+async def test_a_timeout_says_which_limit_and_where(fake: FakeChatGPTWeb, api: ChatGPTAPI) -> None:
+    fake.answers.append(Answer(chunks=["a", "b"], stall_after=1))
+    with pytest.raises(ChatGPTTimeoutError) as caught:
+        await api.send_message("hi", timeout=0.2)
+    assert str(caught.value) == (
+        f"no data within timeout=0.2 s from 127.0.0.1:{fake.port}/backend-api/conversation"
+        " after 1 try: waiting for more of the answer"
+    )

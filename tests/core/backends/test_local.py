@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ import pytest
 import pytest_asyncio
 
 from core import tokens
+from core.backends.call import Call
 from core.backends.chat_completions import PromptTooLongError
 from core.backends.llama_server import LocalModelError, default_model_path
 from core.backends.local import LocalBackend
@@ -134,11 +136,64 @@ async def test_trimmed_history_never_starts_with_an_answer(backend: LocalBackend
         {"role": "assistant", "content": "Why did the chicken cross the road?"},
         {"role": "user", "content": "Why?"},
     ]
-    deadline = asyncio.get_running_loop().time() + 30
+    call = Call(timeout=30, max_answer_seconds=None, logger=logging.getLogger("test"))
 
-    fitted = await backend._fit_context(messages, deadline)
+    fitted, size = await backend._fit_context(messages, call)
 
     assert fitted == [messages[0], *messages[3:]]
+    assert size == await backend._count_prompt_tokens(fitted, call)  # the size of what is sent
+
+
+async def test_the_final_answer_says_what_the_prompt_carried(backend: LocalBackend) -> None:
+    first = await backend.send_message("Hi, I am Bob.")
+    assert first.prompt_messages == 0  # no history yet
+    call = Call(timeout=30, max_answer_seconds=None, logger=logging.getLogger("test"))
+    system = {"role": "system", "content": "You are a helpful assistant."}
+    alone = await backend._count_prompt_tokens(
+        [system, {"role": "user", "content": "Hi, I am Bob."}], call
+    )
+    assert first.prompt_tokens == alone  # the model's own count of the whole prompt
+
+    partials = [
+        p
+        async for p in backend.stream_message(
+            "What is my name?",
+            conversation_id=first.conversation_id,
+            parent_message_id=first.message_id,
+        )
+    ]
+    final = partials[-1]
+    assert final.prompt_messages == 2  # Bob's message and its answer
+    assert final.prompt_tokens is not None and final.prompt_tokens > alone
+    assert all(p.prompt_messages is None and p.prompt_tokens is None for p in partials[:-1])
+
+
+async def test_a_context_size_over_the_models_trained_context_is_refused() -> None:
+    with pytest.raises(ValueError, match="context_size 16384") as caught:
+        LocalBackend(context_size=16384, max_response_tokens=24)
+    message = str(caught.value)
+    assert "8192" in message and "llama.context_length" in message
+    assert LocalBackend(context_size=8192).server.context_size == 8192  # the limit itself is fine
+
+
+async def test_a_load_failure_after_the_header_was_read_names_context_size(
+    tmp_path: Path,
+) -> None:
+    model = default_model_path()
+    assert model is not None
+    cut = tmp_path / "cut.gguf"
+    with model.open("rb") as source:
+        cut.write_bytes(source.read(4 << 20))  # a whole header, then the weights cut off
+    backend = LocalBackend(model_path=cut, context_size=4096, verbosity=0)
+    try:
+        with pytest.raises(LocalModelError) as caught:
+            await backend.send_message("hello")
+        message = str(caught.value)
+        assert "context_size 4096" in message and "memory" in message
+        assert "is it a GGUF" not in message
+        assert not backend.server.running
+    finally:
+        await backend.aclose()
 
 
 async def test_a_message_longer_than_the_context_is_refused(backend: LocalBackend) -> None:
@@ -164,13 +219,9 @@ async def test_missing_model_file_says_how_to_fix_it(tmp_path: Path) -> None:
 async def test_a_file_that_is_not_gguf_fails_clearly(tmp_path: Path) -> None:
     bogus = tmp_path / "bogus.gguf"
     bogus.write_text("not a model")
-    backend = LocalBackend(model_path=bogus, verbosity=0)
-    try:
-        with pytest.raises(LocalModelError, match="GGUF"):
-            await backend.send_message("hello")
-        assert not backend.server.running
-    finally:
-        await backend.aclose()
+    with pytest.raises(LocalModelError, match="is not a GGUF model file") as caught:
+        LocalBackend(model_path=bogus, verbosity=0)
+    assert "model_path" in str(caught.value) and str(bogus) in str(caught.value)
 
 
 async def test_the_timeout_covers_starting_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
