@@ -11,12 +11,7 @@ from typing import TypeVar
 from telegram import Bot, LinkPreviewOptions, ReplyParameters
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-)
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from adapters.delivery.target import (
     DraftsUnsupported,
@@ -41,6 +36,13 @@ def retry_seconds(exc: RetryAfter) -> float:
     stored = getattr(exc, "_retry_after", None)
     raw = stored if isinstance(stored, dtm.timedelta) else exc.retry_after
     return raw.total_seconds() if isinstance(raw, dtm.timedelta) else float(raw)
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    # PTB derives BadRequest and friends from NetworkError; only the transport's own
+    # failures (connection refused, reset, timed out) are worth sending again.
+    refusals = (BadRequest, Forbidden, RetryAfter, ChatMigrated)
+    return isinstance(exc, NetworkError) and not isinstance(exc, refusals)
 
 
 class TelegramTarget:
@@ -127,8 +129,7 @@ class TelegramTarget:
     async def _call(self, request: Callable[[], Awaitable[T]]) -> T:
         try:
             async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(NetworkError)
-                & ~retry_if_exception_type((BadRequest, Forbidden, RetryAfter, ChatMigrated)),
+                retry=retry_if_exception(_is_connection_error),
                 stop=stop_after_attempt(NETWORK_ATTEMPTS),
                 wait=wait_exponential(multiplier=self._wait_base, max=self._wait_base * 4),
                 reraise=True,

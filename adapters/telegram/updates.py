@@ -88,9 +88,7 @@ def inbound(update: Update, *, bot: str, bot_id: int, username: str) -> Inbound 
     if message.chat.type == ChatType.CHANNEL:
         return None
     raw = message.text if message.text is not None else message.caption
-    entities = (
-        message.parse_entities() if message.text is not None else (message.parse_caption_entities())
-    )
+    entities = message.entities if message.text is not None else message.caption_entities
     text, addressed = _strip_mentions(raw or "", entities, bot_id, username)
     reply_to, reply_to_bot = _reply_to(message, bot_id)
     thread_id = _thread_id(message)
