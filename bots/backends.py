@@ -36,6 +36,7 @@ def build_backend(config: BackendConfig, *, history: HistoryStore | None) -> Bac
             max_response_tokens=config.max_response_tokens,
             completion_params=dict(config.completion_params),
             timeout=config.timeout,
+            max_answer_seconds=config.max_answer_seconds,
             history=history,
             save_history=history is None,
         )
@@ -51,6 +52,7 @@ def build_backend(config: BackendConfig, *, history: HistoryStore | None) -> Bac
             max_response_tokens=config.max_response_tokens,
             completion_params=dict(config.completion_params),
             timeout=config.timeout,
+            max_answer_seconds=config.max_answer_seconds,
             max_concurrency=config.max_concurrency,
             max_retries=config.max_retries,
             headers=_plain(config.headers),
@@ -72,6 +74,7 @@ def build_backend(config: BackendConfig, *, history: HistoryStore | None) -> Bac
             "debug": config.debug,
             "max_retries": config.max_retries,
             "timeout": config.timeout,
+            "max_answer_seconds": config.max_answer_seconds,
         }
         if config.user_agent:
             options["user_agent"] = config.user_agent

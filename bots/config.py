@@ -81,7 +81,8 @@ class _HistoryBackend(_Strict):
     system_message: str | None = "You are a helpful assistant."
     max_response_tokens: int = Field(1000, gt=0)
     completion_params: dict[str, Any] = Field(default_factory=dict)
-    timeout: float = Field(120.0, gt=0)
+    timeout: float = Field(120.0, gt=0)  # seconds the server may stay silent
+    max_answer_seconds: float = Field(600.0, gt=0)  # total cap for one answer
 
 
 class LocalBackendConfig(_HistoryBackend):
@@ -129,7 +130,8 @@ class ChatGPTWebConfig(_Strict):
     debug: bool = False
     model: str | None = None
     max_retries: int = Field(2, ge=0)  # on 429/5xx/connection errors, honouring Retry-After
-    timeout: float = Field(300.0, gt=0)  # seconds per request
+    timeout: float = Field(300.0, gt=0)  # seconds the server may stay silent
+    max_answer_seconds: float = Field(600.0, gt=0)  # total cap for one answer
 
 
 BackendConfig = Annotated[
