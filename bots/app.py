@@ -44,6 +44,9 @@ def policy_for(
         allowed_roles=ids(getattr(bot, "allowed_roles", [])),
         admins=ids(bot.admins),
         max_input_chars=bot.max_input_chars,
+        rate_limit=(
+            (bot.rate_limit.messages, bot.rate_limit.per_seconds) if bot.rate_limit else None
+        ),
         shared_history=shared_history,
     )
 

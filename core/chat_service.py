@@ -20,6 +20,7 @@ from core.errors import ChatGPTError
 from core.incoming import BotPolicy, IncomingMessage, ReplySink, ReplyTargetGone
 from core.store.errors import describe_database_error
 from core.types import ChatResponse, ScopeHead, StoredMessage, Turn
+from core.user_limits import UserRateLimit
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ RESET_TEXT = "Done: the next message starts a fresh conversation."
 DENIED_TEXT = "Sorry, you are not allowed to use this bot here."
 INTERNAL_ERROR_TEXT = "Something went wrong on my side and the message was not answered."
 NOT_SAVED_TEXT = "The answer above could not be saved; the next message won't see it."
+RATE_LIMITED_TEXT = "You're sending messages faster than I can answer; try again in {wait:g} s."
 TOO_LONG_TEXT = "That message is too long for me: {length} characters, the limit is {limit}."
 COMMANDS = frozenset({"start", "help", "reset"})
 LONG_TEXT = 20_000  # characters; longer texts are tokenized off the event loop
@@ -64,6 +66,7 @@ class Outcome(Enum):
     ANSWERED = "answered"
     FAILED = "failed"
     TOO_LONG = "too long"  # refused by max_input_chars, before the backend
+    RATE_LIMITED = "rate limited"  # refused by rate_limit, before the backend
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +95,7 @@ class ChatService:
         self.store = store
         # Locks die with their last waiter, so idle scopes cost no memory.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._rate = UserRateLimit(*policy.rate_limit) if policy.rate_limit else None
 
     def _lock(self, scope_key: str) -> asyncio.Lock:
         lock = self._locks.get(scope_key)
@@ -132,7 +136,9 @@ class ChatService:
         if not self._is_for_us(msg, command):
             return Outcome.IGNORED
         if not self.policy.is_allowed(msg):
-            await _tell(sink, DENIED_TEXT)
+            # A polite word in private; in a group, silence (no noise for the others).
+            if msg.is_direct:
+                await _tell(sink, DENIED_TEXT)
             return Outcome.DENIED
         try:
             if command is not None:
@@ -146,6 +152,13 @@ class ChatService:
                 log.info("bot %s: refused a message of %d characters", self.policy.name, len(text))
                 await _tell(sink, refusal, refusal)
                 return Outcome.TOO_LONG
+            if self._rate is not None and msg.user_id not in self.policy.admins:
+                wait = self._rate.try_acquire(f"{msg.platform}:{msg.user_id}")
+                if wait:
+                    log.info("bot %s: user %s is rate-limited", self.policy.name, msg.user_id)
+                    refusal = RATE_LIMITED_TEXT.format(wait=wait)
+                    await _tell(sink, refusal, refusal)
+                    return Outcome.RATE_LIMITED
             scope_key = self.policy.scope_key(msg)
             async with self._lock(scope_key):
                 if new_conversation:

@@ -83,6 +83,8 @@ class BotPolicy:
     admins: frozenset[str] = frozenset()
     max_input_chars: int | None = None
     """Longer messages are answered with a refusal and never reach the backend."""
+    rate_limit: tuple[int, float] | None = None
+    """(messages, per_seconds) answered per user; more get "try again in N s"."""
     shared_history: frozenset[str] = frozenset()
     """Backends whose history lives in parley's store (chat_completions, local): a scope
     whose last turn was with one of them continues with another of them, e.g. after

@@ -113,10 +113,11 @@ class TelegramAdapter(Adapter):
                 await app.initialize()  # getMe
                 await app.bot.set_my_commands(COMMANDS)
                 break
-            except InvalidToken as exc:
+            except InvalidToken:
+                # PTB's message quotes the token itself: say it in our own words.
                 raise AdapterStartError(
-                    f"Telegram rejected the bot token ({exc.message}); copy it again from "
-                    "@BotFather into the bot's token"
+                    "Telegram rejected the bot token; copy it again from @BotFather into "
+                    "the bot's token"
                 ) from None
             except NetworkError as exc:
                 if attempt == START_ATTEMPTS:

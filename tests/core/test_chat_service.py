@@ -277,6 +277,10 @@ async def test_group_trigger_and_access(server: FakeOpenAIServer, store: SQLStor
     denied = RecordingSink()
     assert await private.handle(msg("let me in"), denied) is Outcome.DENIED
     assert denied.errors and "not allowed" in denied.errors[0]
+    in_group = RecordingSink()
+    denied_there = await private.handle(msg("me too", addresses_bot=True, **group), in_group)
+    assert denied_there is Outcome.DENIED
+    assert not in_group.errors and in_group.completed is None, "silence in a group"
     assert len(server.chat_requests) == 2
     for service in (mention_only, always, private):
         await service.backend.aclose()

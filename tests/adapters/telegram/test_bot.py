@@ -17,17 +17,18 @@ async def test_a_dm_is_answered_streamed_as_drafts_then_sent_and_remembered(
     start_bot: StartBot, tg: FakeTelegram
 ) -> None:
     bot = await start_bot()
-    tg.send_text(ALICE, ALICE, "hello there")
+    bot.llm.default = Behaviour(chunk_delay=0.15)
+    tg.send_text(ALICE, ALICE, "hello there, how are you today?")
     [answer] = await bot.answer(ALICE)
-    assert answer.text == "Echo: hello there"
+    assert answer.text == "Echo: hello there, how are you today?"
     assert tg.calls_to("sendChatAction"), "typing was shown"
     assert tg.drafts.get(ALICE), "the answer streamed as a draft"
     assert not tg.calls_to("editMessageText"), "DMs stream with drafts, not edits"
     tg.send_text(ALICE, ALICE, "and again")
     await bot.answer(ALICE, 2)
     assert bot.prompts()[-1] == [
-        ("user", "hello there"),
-        ("assistant", "Echo: hello there"),
+        ("user", "hello there, how are you today?"),
+        ("assistant", "Echo: hello there, how are you today?"),
         ("user", "and again"),
     ]
 
@@ -178,7 +179,7 @@ async def test_markdown_becomes_entities_and_a_refused_text_is_resent_plain(
     tg.send_text(ALICE, ALICE, "format")
     [answer] = await bot.answer(ALICE)
     assert answer.text == "This is bold and code"
-    assert {e.type for e in answer.entities} >= {"bold", "code"}
+    assert {e["type"] for e in answer.entities} >= {"bold", "code"}
     assert all(c.params.get("parse_mode") is None for c in tg.calls_to("sendMessage"))
     bot.llm.script(Behaviour(reply="Again **bold**"))
     tg.fail_next("sendMessage", 400, "Bad Request: can't parse entities: whatever")
@@ -313,3 +314,17 @@ async def test_webhook_mode_checks_the_secret_token(
     )
     assert status == 403
     await asyncio.sleep(0)
+
+
+async def test_rate_limit_and_input_cap_answer_without_a_backend_call(
+    start_bot: StartBot, tg: FakeTelegram
+) -> None:
+    bot = await start_bot(rate_limit={"messages": 2, "per_seconds": 60}, max_input_chars=50)
+    tg.send_text(ALICE, ALICE, "x" * 51)
+    [too_long] = await bot.answer(ALICE)
+    assert "too long" in (too_long.text or "") and "50" in (too_long.text or "")
+    for i in range(3):
+        tg.send_text(ALICE, ALICE, f"q{i}")
+    replies = await bot.answer(ALICE, 4)
+    assert "try again in" in (replies[-1].text or "")
+    assert len(bot.llm.chat_requests) == 2
