@@ -24,6 +24,8 @@ import math
 import time
 from collections.abc import Callable
 
+_EPSILON = 1e-9  # float rounding: "now + wait" may land a hair before the exact time
+
 
 class SlidingWindow:
     """At most ``limit`` hits in any ``period`` seconds of ``clock`` time.
@@ -69,7 +71,7 @@ class SlidingWindow:
             if excess > len(self._hits):
                 return math.inf
             wait = max(wait, self._hits[excess - 1] + self.period - now)
-        return wait
+        return wait if wait > _EPSILON else 0.0
 
     def hit(self, now: float | None = None) -> None:
         """Count one hit at ``now``."""

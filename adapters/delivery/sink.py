@@ -79,7 +79,9 @@ class DeliverySink:
 
     ``stream``: show the answer while it grows (else only typing until ``complete``).
     ``edit_interval``: least seconds between two partial updates of one message
-    (default: the platform's). ``typing``: show the typing indicator from now on.
+    (default: the platform's). ``typing``: show the typing indicator from now on
+    (False: only once ``start_typing`` is called, e.g. when it is not yet known that
+    the message will be answered).
     """
 
     def __init__(
@@ -130,12 +132,7 @@ class DeliverySink:
         self._typing = TypingLoop(scheduler, target, self._fail)
         scheduler.attach(target, self)
         if typing:
-            try:
-                asyncio.get_running_loop()
-            except RuntimeError:
-                pass  # no loop yet: no indicator
-            else:
-                self._typing.start()
+            self.start_typing()
 
     # --- ReplySink -------------------------------------------------------------------
 
@@ -171,6 +168,15 @@ class DeliverySink:
             self._stopped = True
         self._notes.append(text)
         await self._deliver()
+
+    def start_typing(self) -> None:
+        """Show "typing" now and every ``typing_interval`` until the first text is
+        visible (or ``complete`` / ``error``). Needs the running event loop."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # constructed outside the loop: no indicator
+        self._typing.start()
 
     # --- cleanup ---------------------------------------------------------------------
 
@@ -364,9 +370,11 @@ class DeliverySink:
         await target.draft(self._draft.id, rendered)
         return ""
 
-    def _record(self, op: _Op, rendered: Rendered, message_id: str, now: float = 0.0) -> None:
+    def _record(
+        self, op: _Op, rendered: Rendered, message_id: str, now: float | None = None
+    ) -> None:
         """The platform now shows ``rendered`` for ``op``."""
-        now = now or self._clock()
+        now = self._clock() if now is None else now
         shown = _Shown((op.style, op.source), rendered, now, message_id)
         if op.kind == "send":
             self._sent_any = True

@@ -118,6 +118,18 @@ async def test_typing_until_the_first_text_at_most_once_per_interval(
     await sink.complete("Hi")
 
 
+async def test_typing_can_wait_until_the_adapter_knows_it_will_answer(
+    platform: FakePlatform, scheduler: DeliveryScheduler, renderer: MarkRenderer
+) -> None:
+    async with DeliverySink(scheduler, platform.target("g"), renderer, typing=False) as sink:
+        await asyncio.sleep(0.15)
+        assert platform.of("g", "typing") == []
+        sink.start_typing()
+        await eventually(lambda: bool(platform.of("g", "typing")))
+        ids = await sink.complete("Answered.")
+    assert shown(platform, ids) == [Rendered("Answered.", ("final",))]
+
+
 async def test_without_streaming_typing_lasts_until_the_pieces_are_sent(
     platform: FakePlatform, scheduler: DeliveryScheduler, renderer: MarkRenderer
 ) -> None:
