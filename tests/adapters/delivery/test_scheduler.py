@@ -60,7 +60,7 @@ async def test_a_global_429_pauses_every_chat(
     sinks = [DeliverySink(scheduler, platform.target(c), renderer) for c in "abc"]
     ids = await asyncio.gather(*(stream(s, text, step=4, pause=0.01) for s in sinks))
     refused = next(c for c in platform.calls if c.outcome == "RetryAfter")
-    slack = platform.latency  # calls already on their way when the 429 came back
+    slack = 0.05  # calls already on their way when the 429 came back (a loaded loop)
     quiet = [
         c
         for c in platform.calls
