@@ -9,7 +9,7 @@ at the end of the piece and reopened, with its language, at the start of the nex
 added fence lines count against the limit.
 
 The whitespace at a cut is dropped: pieces never end with whitespace and never start
-with a line break (leading spaces stay: they may be code indentation). Precisely, for
+with a line break (the spaces after the last one stay: they may be code indentation). Precisely, for
 ``pieces = split(text, ...)``, with the added fences taken off again (see
 ``tests/adapters/delivery/test_splitter.py``), ``text`` matches
 ``\\s* piece0 \\s* piece1 ... \\s*`` exactly.
@@ -35,13 +35,16 @@ LOOKAHEAD = 16
 MIN_LIMIT = 64
 """Smaller limits leave no room for a fence's closing and reopening lines."""
 
-_MAX_MARKER = 8  # longer fence markers (or deeper indents) are not balanced
+_MAX_MARKER = 8  # longer fence markers are not balanced
 _MAX_LANG = 16  # a longer info word is not repeated when reopening
+_MAX_INDENT = MIN_LIMIT // 2  # leading spaces kept at a piece start, so some text fits
 
 _WHITESPACE = re.compile(r"\s+")
 _CJK_STOP = re.compile(r"[。！？](?=\S)")  # CJK sentence ends need no space after
-_FENCE_START = re.compile(r" *(```|~~~)")
-_FENCE_LINE = re.compile(r"(?P<indent> *)(?P<marker>`{3,}|~{3,})(?P<info>[^\n]*)")
+# Up to 3 spaces at the top level (CommonMark), more inside list items; deeper is not
+# a fence but indented text.
+_FENCE_START = re.compile(r" {0,8}(```|~~~)")
+_FENCE_LINE = re.compile(r"(?P<indent> {0,8})(?P<marker>`{3,}|~{3,})(?P<info>[^\n]*)")
 _SENTENCE_END = ".!?…"
 _CLOSING = "\"')]»”’"
 
@@ -75,7 +78,11 @@ class _Fence:
 
     def closed_by(self, line: str) -> bool:
         stripped = line.strip()
-        return len(stripped) >= len(self.marker) and stripped == self.marker[0] * len(stripped)
+        return (
+            len(stripped) >= len(self.marker)
+            and stripped == self.marker[0] * len(stripped)
+            and len(line) - len(line.lstrip(" ")) <= 8
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +114,7 @@ def _opener(line: str) -> _Fence | None:
     marker, info = m["marker"], m["info"]
     if marker[0] == "`" and "`" in info:
         return None  # CommonMark: that is inline code, not a fence
-    if len(marker) > _MAX_MARKER or len(m["indent"]) > _MAX_MARKER:
+    if len(marker) > _MAX_MARKER:
         return _Fence(m["indent"], marker, "", balanced=False)
     words = info.split()
     lang = words[0] if words and len(words[0]) <= _MAX_LANG else ""
@@ -136,12 +143,14 @@ def _balanced(fence: _Fence | None) -> _Fence | None:
 
 def skip_separator(text: str, i: int = 0) -> int:
     """Past the whitespace at ``i`` (dropped at a cut), but not past the indentation
-    after its last line break."""
+    after its last line break (unless that is too long to be indentation)."""
     m = _WHITESPACE.match(text, i)
     if m is None:
         return i
     newline = text.rfind("\n", i, m.end())
-    return newline + 1 if newline >= 0 else m.end()
+    if newline >= 0 and m.end() - newline - 1 <= _MAX_INDENT:
+        return newline + 1
+    return m.end()
 
 
 def _fit_end(text: str, limit: int, measure: Measure) -> int:
@@ -188,17 +197,21 @@ def cut(text: str, limit: int, measure: Measure = len) -> Cut | None:
     if measure(text.rstrip()) <= limit:
         return None
     end = _fit_end(text, limit, measure)
-    window = text[: end + LOOKAHEAD]
+    horizon = end + LOOKAHEAD
+    window = text[:horizon]
     lines = _lines(window)
     starts = [line.start for line in lines]
 
-    def spot(i: int) -> _Spot | None:
-        """The cut right after ``window[:i]``, or None where none may go."""
+    def spot(i: int, strict: bool = True) -> _Spot | None:
+        """The cut right after ``window[:i]``, or None where none may go (``strict``:
+        nor where the result would look odd)."""
         k = len(window[:i].rstrip())
+        if k == 0:
+            return None
         rest = skip_separator(window, i)
         line = lines[bisect.bisect_right(starts, k - 1) - 1]
         if "\n" in window[k:rest]:  # the piece ends with a whole line
-            if line.before is None and line.after is not None:
+            if strict and line.before is None and line.after is not None:
                 return None  # right after a fence's opening line: an empty block
             closer = reopen = line.after
         else:
@@ -213,11 +226,18 @@ def cut(text: str, limit: int, measure: Measure = len) -> Cut | None:
             else:
                 seen = None if line.before.closed_by(last) else line.before
             closer, reopen = seen, line.after
-            if line.start > 0 and (line.before is not line.after or seen is not line.before):
+            differ = line.before is not line.after or seen is not line.before
+            if strict and line.start > 0 and differ:
                 return None
-            # A word like ``` must not become a line start, where it would open a fence.
-            if window.startswith(("```", "~~~"), rest):
-                return None
+        # What was no line start (a word like ```, or a line indented too deep to
+        # keep) must not become a fence at the start of the rest; nor may what
+        # follows the cut lie past what is looked at.
+        blank = _WHITESPACE.match(window, k)
+        if strict and (
+            (blank.end() if blank else k) + 3 > horizon
+            or (window[rest - 1] != "\n" and window.startswith(("```", "~~~"), rest))
+        ):
+            return None
         closer, reopen = _balanced(closer), _balanced(reopen)
         piece = window[:k] + (closer.closer if closer else "")
         reopener = reopen.reopener if reopen else ""
@@ -250,13 +270,15 @@ def cut(text: str, limit: int, measure: Measure = len) -> Cut | None:
         if found is not None:
             return _make(text, i, found, end)
 
-    # No break in the second half: a hard cut at a character boundary.
-    for i in range(end, 0, -1):
-        j = _char_boundary(window, i)
-        found = spot(j)
-        if found is not None:
-            return _make(text, j, found, end)
-    return _make(text, end, _Spot(window[:end], ""), end)  # no room for fence lines
+    # No break in the second half: a hard cut at a character boundary; failing that
+    # (a code line too long to follow its fence line, say) anywhere that fits.
+    for strict in (True, False):
+        for i in range(end, 0, -1):
+            j = _char_boundary(window, i)
+            found = spot(j, strict)
+            if found is not None:
+                return _make(text, j, found, end)
+    return _make(text, end, _Spot(window[:end], ""), end)  # not reached with MIN_LIMIT
 
 
 @dataclass(frozen=True, slots=True)

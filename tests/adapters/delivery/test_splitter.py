@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from adapters.delivery.splitter import (
@@ -101,7 +101,9 @@ words = st.one_of(
     st.text(alphabet="日本語。", min_size=1, max_size=30),
     st.sampled_from(["`x`", "``` inline", "~~", "**bold**", "a.b", "\\"]),
 )
-separators = st.sampled_from([" ", " ", " ", "  ", "\n", "\n\n", ". ", "! ", ".\n", " \n \n"])
+separators = st.sampled_from(
+    [" ", " ", " ", "  ", "\n", "\n\n", ". ", "! ", ".\n", " \n \n", "\n" + " " * 70, " " * 40]
+)
 
 
 @st.composite
@@ -150,8 +152,19 @@ def check(text: str, limit: int, measure: Measure) -> list[str]:
     return pieces
 
 
+FENCES = "\n```\n\n```\n \n```\n\n```\n "
+
+
 @FUZZ
 @given(markdown(), limits, measures)
+# What the fuzzing found once: fence-looking lines that are no fence (a backtick later
+# in the line, or indented too deep), cut short or turned into line starts by a cut.
+@example("``` inline a a a " + "x" * 46 + " `x` ", 64, len)
+@example("``` inline a a a a a\n``` inline a " + "x" * 40 + " \n```\n\n```\n ", 64, len)
+@example("``` inline\n" + " " * 70 + " a" * 9 + FENCES * 3, 82, len)
+@example("x" * 40 + " " * 40 + "``` inline ", 64, len)
+@example("a\n" + " " * 70 + "``` inline\n" + " " * 70 + FENCES, 157, len)
+@example("x" * 134 + " \n```\n\n```\n\n" + " " * 70 + "``` inline " + FENCES * 2, 162, len)
 def test_split_properties(text: str, limit: int, measure: Measure) -> None:
     check(text, limit, measure)
 
@@ -176,7 +189,8 @@ def test_first_piece_is_stable_while_streaming(
         return
     # split_first drops the leading whitespace up to its last line break.
     blank = re.match(r"\s*", text).group()  # type: ignore[union-attr]
-    lead = blank.rfind("\n") + 1 if "\n" in blank else len(blank)
+    indent = len(blank) - blank.rfind("\n") - 1
+    lead = blank.rfind("\n") + 1 if "\n" in blank and indent <= MIN_LIMIT // 2 else len(blank)
     body = text[lead:]
     end = max(n for n in range(len(body) + 1) if measure(body[:n]) <= limit)
     settled = lead + end + LOOKAHEAD
