@@ -158,8 +158,9 @@ class DeliverySink:
         await self._deliver()
         return [shown.id for shown in self._messages[: len(self._final)]]
 
-    async def error(self, text: str) -> None:
-        """Send ``text`` as a new plain message; streamed messages stay as they are."""
+    async def error(self, text: str, *, detail: str | None = None) -> None:
+        """Send ``text`` as a new plain message; streamed messages stay as they are.
+        ``detail`` (the operator's line) is not for the chat: the chat service logs it."""
         if isinstance(self._failure, ReplyTargetGone):
             raise self._failure
         self._failure = None  # a failed edit must not keep the user from hearing why
