@@ -54,6 +54,7 @@ class ConsoleSink:
         self._printed = ""
         self._started = False
         self._mid_line = False  # an answer is on the current line: errors start a new one
+        self.output_failed = False
 
     def _write(self, text: str) -> None:
         try:
@@ -73,8 +74,11 @@ class ConsoleSink:
             with contextlib.suppress(OSError, ValueError):
                 os.dup2(os.open(os.devnull, os.O_WRONLY), self._out.fileno())
             raise ReplyTargetGone("the terminal output was closed") from None
-        # Any other OSError (a full disk behind `> file`) goes to the chat service,
-        # which reports it as an answer that could not be delivered.
+        except OSError:
+            # A full disk behind `> file`: the chat service reports the answer as not
+            # delivered; the chat ends, since every later answer would fail the same way.
+            self.output_failed = True
+            raise
 
     async def update(self, text: str) -> None:
         self._write(text)
@@ -172,6 +176,7 @@ class ConsoleAdapter:
         self._interactive = self._in.isatty() if interactive is None else interactive
         self._new = new_conversation
         self._redact = redact
+        self.output_failed = False  # the terminal's output could not be written
 
     def _say(self, text: str) -> None:
         if self._interactive:
@@ -227,6 +232,9 @@ class ConsoleAdapter:
                     break
                 if answering.result() is Outcome.ANSWERED:
                     self._new = False
+                if sink.output_failed:
+                    self.output_failed = True
+                    break
         finally:
             # Also when this task itself is cancelled: nothing may outlive the adapter.
             stopping.cancel()

@@ -137,10 +137,11 @@ async def _chat(config: ParleyConfig, backend: str | None, new: bool, redact: Re
         try:
             # --new: like `ask` without -c, the old conversation stays the head until
             # the first answer of the new one succeeds.
-            await ConsoleAdapter(service, new_conversation=new, redact=redact).run(stop)
+            adapter = ConsoleAdapter(service, new_conversation=new, redact=redact)
+            await adapter.run(stop)
         finally:
             remove()
-    return 0
+    return 1 if adapter.output_failed else 0
 
 
 async def _run(config: ParleyConfig) -> int:

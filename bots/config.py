@@ -99,6 +99,14 @@ class LocalBackendConfig(_HistoryBackend):
         return self
 
 
+def _has_credentials(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return bool(parts.username or parts.password)
+
+
 class ChatCompletionsConfig(_HistoryBackend):
     type: Literal["chat_completions"]
     base_url: HttpURL
@@ -113,6 +121,11 @@ class ChatCompletionsConfig(_HistoryBackend):
     def _budget(self) -> ChatCompletionsConfig:
         if self.max_response_tokens >= self.max_model_tokens:
             raise ValueError("max_response_tokens must be smaller than max_model_tokens")
+        # Both would be an Authorization header; HTTP allows one (aiohttp refuses both).
+        if self.api_key is not None and _has_credentials(self.base_url):
+            raise ValueError(
+                "base_url has a user name and password and api_key is set too: keep one"
+            )
         return self
 
 

@@ -14,6 +14,8 @@ import logging
 import os
 from collections.abc import Iterable
 
+from core.masking import secrets_pattern
+
 MASK = "********"
 #: The top-level packages whose loggers follow ``-v``; every other logger is a library's.
 PARLEY_LOGGERS = ("core", "adapters", "bots", "migrations")
@@ -32,14 +34,11 @@ class RedactSecrets(logging.Filter):
 
     def __init__(self, secrets: Iterable[str], *, tracebacks: bool = True) -> None:
         super().__init__()
-        # Longest first, so a secret containing another is masked whole.
-        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        self._pattern = secrets_pattern(secrets)
         self._tracebacks = tracebacks
 
     def redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, MASK)
-        return text
+        return self._pattern.sub(MASK, text) if self._pattern is not None else text
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
@@ -51,7 +50,7 @@ class RedactSecrets(logging.Filter):
                 message += f" ({type(error).__name__}{': ' + summary if summary else ''})"
             record.msg, record.args = message, None
             record.exc_info, record.exc_text, record.stack_info = None, None, None
-        if self._secrets:
+        if self._pattern is not None:
             message = record.getMessage()
             redacted = self.redact(message)
             if redacted != message:

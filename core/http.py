@@ -14,6 +14,8 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 from yarl import URL
 
+from core.masking import secrets_pattern
+
 __all__ = [
     "ERROR_BODY_LIMIT",
     "SECRET_HEADER",
@@ -262,13 +264,15 @@ class Redactor:
         self, secrets: Iterable[str | None] = (), *, headers: Mapping[str, str] | None = None
     ) -> None:
         self._secrets: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
         for secret in secrets:
             self.add(secret)
         self.add_headers(headers or {})
 
     def add(self, secret: str | None) -> None:
-        if secret:
+        if secret and secret not in self._secrets:
             self._secrets.add(secret)
+            self._pattern = secrets_pattern(self._secrets)
 
     def add_headers(self, headers: Mapping[str, str]) -> None:
         """Treat the values of secret-looking headers (``SECRET_HEADER``) as secrets."""
@@ -277,10 +281,7 @@ class Redactor:
                 self.add(value)
 
     def __call__(self, text: str) -> str:
-        # Longest first, so a secret that contains another is not left half-shown.
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            text = text.replace(secret, "***")
-        return text
+        return self._pattern.sub("***", text) if self._pattern is not None else text
 
     def headers(self, headers: Mapping[str, str]) -> dict[str, str]:
         """``headers`` fit for a debug log: credentials masked, the auth scheme kept."""

@@ -194,7 +194,7 @@ async def test_a_failed_save_is_one_line_and_the_traceback_needs_vv(
 
 async def test_a_full_disk_is_one_line(tmp_path: Path, server: FakeOpenAIServer) -> None:
     config = write_config(tmp_path, server)
-    for command in (("ask", "hi"), ("config", "check")):
+    for command in (("ask", "hi"), ("config", "check"), ("chat",)):
         with open("/dev/full", "w") as full:  # noqa: ASYNC230 - a device, opened once
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -203,11 +203,12 @@ async def test_a_full_disk_is_one_line(tmp_path: Path, server: FakeOpenAIServer)
                 *command,
                 "--config",
                 str(config),
+                stdin=asyncio.subprocess.PIPE,
                 stdout=full,
                 stderr=asyncio.subprocess.PIPE,
                 env={**os.environ, "PYTHONPATH": str(REPO), **ENV},
             )
-            _, err = await process.communicate()
+            _, err = await process.communicate(b"hi\nagain\n")
         assert process.returncode == 1, err
         text = err.decode()
         assert len(text.splitlines()) == 1 and "Traceback" not in text, text

@@ -73,6 +73,19 @@ def test_example_config_is_valid_and_redacted(monkeypatch: pytest.MonkeyPatch) -
         ({"default_backend": "gpt"}, "default_backend: no backend named 'gpt'"),
         (
             {
+                "backends": {
+                    "o": {
+                        "type": "chat_completions",
+                        "base_url": "http://u:pw@127.0.0.1/v1",
+                        "api_key": "k",
+                        "model": "m",
+                    }
+                }
+            },
+            "backends.o: base_url has a user name and password and api_key is set too",
+        ),
+        (
+            {
                 "bots": [
                     {"name": "a", "platform": "console"},
                     {"name": "a", "platform": "telegram", "token": "123:abc"},

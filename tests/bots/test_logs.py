@@ -33,6 +33,14 @@ def test_short_values_are_not_treated_as_secrets() -> None:
     assert RedactSecrets(["a"]).redact("a cat") == "a cat"
 
 
+def test_short_secrets_are_masked_only_where_they_stand_alone() -> None:
+    # Local servers often take keys like "ollama" or "key": mask the key, not the words.
+    redact = RedactSecrets(["key", "ollama"]).redact
+    assert redact("api-key=key, keys, monkey") == "api-key=********, keys, monkey"
+    assert redact("Bearer ollama to /ollama-proxy/v1") == "Bearer ******** to /ollama-proxy/v1"
+    assert RedactSecrets(["sk-long-secret"]).redact("xsk-long-secretx") == "x********x"
+
+
 def test_without_tracebacks_an_exception_is_one_line(caplog: pytest.LogCaptureFixture) -> None:
     """What a terminal command shows below -vv: the sentence, not the stack."""
     logger = logging.getLogger("parley.test.oneline")
