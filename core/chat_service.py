@@ -176,14 +176,7 @@ class ChatService:
             return Outcome.FAILED
         except Exception as exc:
             detail = f"unexpected error while handling a message: {_one_line(exc)}"
-            shown = await _tell(sink, INTERNAL_ERROR_TEXT, detail)
-            log.log(
-                logging.INFO if shown else logging.ERROR,
-                "bot %s: %s",
-                self.policy.name,
-                detail,
-                exc_info=True,
-            )
+            await self._report(sink, INTERNAL_ERROR_TEXT, detail, exc)
             return Outcome.FAILED
 
     async def _command(
@@ -292,18 +285,18 @@ class ChatService:
         finally:
             turn_log.emit()
 
+    async def _report(self, sink: ReplySink, text: str, detail: str, exc: BaseException) -> None:
+        """Tell the user ``text``; log ``detail`` with the traceback, at ERROR unless the
+        sink's reader is the operator (who has just read ``detail``)."""
+        shown = await _tell(sink, text, detail)
+        level = logging.INFO if shown else logging.ERROR
+        log.log(level, "bot %s: %s", self.policy.name, detail, exc_info=exc)
+
     async def _undelivered(
         self, exc: BaseException, sink: ReplySink, turn_log: _TurnLog
     ) -> Outcome:
         detail = f"could not deliver the answer: {_one_line(exc)}"
-        shown = await _tell(sink, INTERNAL_ERROR_TEXT, detail)
-        log.log(
-            logging.INFO if shown else logging.ERROR,
-            "bot %s: %s",
-            self.policy.name,
-            detail,
-            exc_info=exc,
-        )
+        await self._report(sink, INTERNAL_ERROR_TEXT, detail, exc)
         turn_log.outcome = "not delivered"
         return Outcome.FAILED
 
@@ -347,14 +340,7 @@ class ChatService:
                 "the answer was shown but could not be saved, so the next message won't "
                 f"see it: {describe_database_error(exc)}"
             )
-            shown = await _tell(sink, NOT_SAVED_TEXT, detail)
-            log.log(
-                logging.INFO if shown else logging.ERROR,
-                "bot %s: %s",
-                self.policy.name,
-                detail,
-                exc_info=True,
-            )
+            await self._report(sink, NOT_SAVED_TEXT, detail, exc)
             return Outcome.FAILED
         return Outcome.ANSWERED
 
