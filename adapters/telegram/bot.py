@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from urllib.parse import urlsplit
 
 from telegram import BotCommand, Update
@@ -29,6 +30,11 @@ from core.http import redact_url
 from core.incoming import ReplyTargetGone
 
 log = logging.getLogger(__name__)
+
+# PTB 22 warns on every 429 (inside RetryAfter itself) that time periods become
+# timedelta objects in its next major version; opting in now is what silences it, and
+# our code reads both forms (target.retry_seconds).
+os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 COMMANDS = [
     BotCommand("start", "Say hello"),
