@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -395,3 +396,25 @@ def test_an_oversized_config_file_is_refused(tmp_path: Path) -> None:
     big.write_text("# padding\n" * 120_000)  # 1.2 MB of comments
     with pytest.raises(ConfigError, match="larger than 1 MiB"):
         load_config(big)
+
+
+def test_telegram_keys_are_validated_and_the_webhook_secret_redacted() -> None:
+    bot: dict[str, Any] = {
+        "name": "tg",
+        "platform": "telegram",
+        "token": "123:bot-token-secret",
+        "mode": "webhook",
+        "webhook": {"url": "https://bot.example.org/hook", "secret_token": "hook-secret-1"},
+        "rate_limit": {"messages": 5, "per_seconds": 60},
+    }
+    raw = {"bots": [bot]}
+    config = parse_config(raw)
+    dumped = repr(redacted_dump(config))
+    assert "hook-secret-1" not in dumped and "bot-token-secret" not in dumped
+    assert {"hook-secret-1", "123:bot-token-secret"} <= set(secret_values(config))
+    bot["webhook"] = None
+    with pytest.raises(ConfigError, match=r"bots\[0\].*webhook: required when mode is webhook"):
+        parse_config(raw)
+    bot |= {"webhook": {"url": "https://x/h"}, "rate_limit": {"messages": 0}}
+    with pytest.raises(ConfigError, match=r"bots\[0\]\.rate_limit\.messages"):
+        parse_config(raw)
