@@ -48,7 +48,6 @@ from bench.telegram_world import (
     Runner,
     TimedAnswers,
     add_chats,
-    calls_in,
     first_visible,
     last_shown,
     make_answer,
@@ -153,30 +152,37 @@ async def flood(kind: str, sizes: Sizes) -> dict[str, Any]:
             FakeTelegram(token=TOKEN, username=USERNAME, flood=True, penalty=True) as tg,
             answers.server(sizes.chunk_delay) as llm,
         ):
-            chats = add_chats(tg, sizes.privates, sizes.groups)
+            chats = add_chats(tg, sizes.privates + 1, sizes.groups)
             for chat, _, _ in chats:
                 answers.answers[chat] = make_answer(chat, sizes.answer_chars)
+            (warm, warm_user, _), chats = chats[0], chats[1:]
+            answers.answers[warm] = short_answer(warm)
             bot = _bot(kind, tg, llm, Path(tmp), len(chats))
             stop = asyncio.Event()
             task = await _started(tg, bot, stop)
-            first_call = len(tg.calls)
-            start = time.monotonic()
+            # One exchange first, so the flood meets a bot that has answered before
+            # (connections open, tokenizer loaded), as a bot in service has.
+            tg.send_text(warm, warm_user, prompt(warm, False))
+            await tg.wait_bot_messages(warm, 1, timeout=30)
+            await settle(tg, bot, quiet=1.2, timeout=30)
+            first_call, first_429 = len(tg.calls), tg.count_429
+            sent: dict[int, float] = {}
             for chat, user, is_group in chats:
+                sent[chat] = time.monotonic()
                 tg.send_text(chat, user, prompt(chat, is_group))
             await tg.wait_for(
-                lambda: len(llm.chat_requests) >= len(chats) and llm.in_flight == 0, timeout=120
+                lambda: len(llm.chat_requests) > len(chats) and llm.in_flight == 0, timeout=120
             )
             settled = await settle(tg, bot, quiet=2.0, timeout=90)
-            wall = time.monotonic() - start - (2.0 if settled else 0.0)
             await _stopped(stop, task)
             calls = tg.calls[first_call:]
             per_chat: list[dict[str, Any]] = []
             for chat, _, is_group in chats:
-                mine = [c for c in calls_in(tg, chat) if c in calls]
-                seen = first_visible(tg, chat)
+                mine = [c for c in calls if c.chat_id == chat]
+                seen = first_visible(mine)
                 token = answers.first_token.get(chat)
                 complete = squeezed(shown_text(tg, chat)) == squeezed(answers.answers[chat])
-                final = last_shown(tg, chat)
+                final = last_shown(mine)
                 last_token = answers.last_token.get(chat)
                 per_chat.append(
                     {
@@ -186,6 +192,7 @@ async def flood(kind: str, sizes: Sizes) -> dict[str, Any]:
                         "calls": dict(Counter(c.method for c in mine if c.method in METHODS)),
                         "429": sum(1 for c in mine if c.status == 429),
                         "first_visible": None if seen is None or token is None else seen - token,
+                        "wait": None if seen is None else seen - sent[chat],
                         "final_after_last_token": (
                             final - last_token
                             if complete and final is not None and last_token is not None
@@ -196,9 +203,8 @@ async def flood(kind: str, sizes: Sizes) -> dict[str, Any]:
             return {
                 "bot": kind,
                 "chats": per_chat,
-                "count_429": tg.count_429,
+                "count_429": tg.count_429 - first_429,
                 "settled": settled,
-                "wall": wall,
                 "stream_seconds": statistics.median(
                     answers.last_token[c] - answers.first_token[c]
                     for c, _, _ in chats
@@ -284,22 +290,24 @@ def _median_max(values: list[float | None]) -> tuple[str, str]:
     return _ms(statistics.median(known)), _ms(max(known))
 
 
-def _flood_rows(result: dict[str, Any], label: str, chats: list[dict[str, Any]]) -> list[str]:
+def _flood_row(bot: str, label: str, chats: list[dict[str, Any]]) -> str:
     n = len(chats)
     calls: Counter[str] = Counter()
     for chat in chats:
         calls.update(chat["calls"])
     per = " ".join(f"{calls[m] / n:>6.1f}" for m in METHODS)
-    total = sum(calls[m] for m in METHODS if m != "sendChatAction") / n
+    ops = sum(calls[m] for m in METHODS if m != "sendChatAction") / n
     first_med, first_max = _median_max([c["first_visible"] for c in chats])
+    wait_med, _ = _median_max([c["wait"] for c in chats])
     final_med, final_max = _median_max([c["final_after_last_token"] for c in chats])
     complete = sum(1 for c in chats if c["complete"])
     got_429 = sum(c["429"] for c in chats)
     messages = sum(c["messages"] for c in chats) / n
-    return [
-        f"{result['bot']:<12} {label:<8} {got_429:>5} {complete:>5}/{n:<3} {messages:>5.1f} "
-        f"{per} {total:>6.1f} {first_med:>7} {first_max:>7} {final_med:>7} {final_max:>7}"
-    ]
+    return (
+        f"{bot:<11} {label:<7} {got_429:>5} {complete:>5}/{n:<2} {messages:>4.1f} "
+        f"{per} {ops:>6.1f} {first_med:>6} {first_max:>6} {wait_med:>6} "
+        f"{final_med:>6} {final_max:>6}"
+    )
 
 
 def _print_flood(results: list[dict[str, Any]], sizes: Sizes) -> None:
@@ -311,14 +319,14 @@ def _print_flood(results: list[dict[str, Any]], sizes: Sizes) -> None:
     )
     print(f"first to last token, median: {streams}")
     print(
-        f"{'bot':<12} {'chats':<8} {'429s':>5} {'complete':>9} {'msgs':>5} "
-        f"{'draft':>6} {'send':>6} {'edit':>6} {'typing':>6} {'msg op':>6} "
-        f"{'first':>7} {'first':>7} {'final':>7} {'final':>7}"
+        f"{'':<11} {'':<7} {'':>5} {'':>8} {'msgs':>4} "
+        f"{'calls per answer, refused too':^34} "
+        f"{'first':^13} {'wait':>6} {'final':^13}"
     )
     print(
-        f"{'':<12} {'':<8} {'':>5} {'':>9} {'/ans':>5} "
-        f"{'calls per answer, refused ones included':>34} "
-        f"{'med ms':>7} {'max ms':>7} {'med ms':>7} {'max ms':>7}"
+        f"{'bot':<11} {'chats':<7} {'429s':>5} {'complete':>8} {'/ans':>4} "
+        f"{'draft':>6} {'send':>6} {'edit':>6} {'typing':>6} {'msg op':>6} "
+        f"{'med ms':>6} {'max ms':>6} {'med ms':>6} {'med ms':>6} {'max ms':>6}"
     )
     for result in results:
         chats = result["chats"]
@@ -328,15 +336,15 @@ def _print_flood(results: list[dict[str, Any]], sizes: Sizes) -> None:
             ("group", [c for c in chats if c["group"]]),
         ):
             if subset:
-                for row in _flood_rows(result, label, subset):
-                    print(row)
+                print(_flood_row(result["bot"], label, subset))
         if not result["settled"]:
-            print(f"{'':<12} (still sending when the benchmark stopped waiting)")
+            print(f"{'':<11} (still sending when the benchmark stopped waiting)")
     print(
         "first: model's first token → first text the user sees (target < "
-        f"{TICK * 1000:.0f} ms, one tick); final: model's last token → last message call, "
-        "complete answers only. complete: the chat's bot messages, joined, equal the "
-        "answer modulo whitespace."
+        f"{TICK * 1000:.0f} ms, one tick); wait: user's message → first text; final: "
+        "model's last token → last message call, complete answers only; complete: the "
+        "chat's bot messages, joined, equal the answer modulo whitespace; msg op: "
+        "sends, edits and drafts (typing is free)."
     )
 
 

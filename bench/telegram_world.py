@@ -228,22 +228,18 @@ async def settle(tg: FakeTelegram, bot: Runner, quiet: float, timeout: float) ->
     return False
 
 
-def calls_in(tg: FakeTelegram, chat: int) -> list[Call]:
-    return [c for c in tg.calls if c.chat_id == chat]
-
-
-def first_visible(tg: FakeTelegram, chat: int) -> float | None:
-    """When the first text arrived at Telegram for this chat (an accepted draft, message
-    or edit with text): what the user first sees of the answer."""
-    for call in calls_in(tg, chat):
+def first_visible(calls: list[Call]) -> float | None:
+    """When the first text of ``calls`` (one chat's) arrived at Telegram (an accepted
+    draft, message or edit with text): what the user first sees of the answer."""
+    for call in calls:
         if call.method in TEXT_OPS and call.ok and str(call.params.get("text", "")).strip():
             return call.time
     return None
 
 
-def last_shown(tg: FakeTelegram, chat: int) -> float | None:
-    """When the last accepted message call for this chat arrived."""
-    times = [c.time for c in calls_in(tg, chat) if c.method in FLOOD_OPS and c.ok]
+def last_shown(calls: list[Call]) -> float | None:
+    """When the last accepted message call of ``calls`` (one chat's) arrived."""
+    times = [c.time for c in calls if c.method in FLOOD_OPS and c.ok]
     return max(times) if times else None
 
 
