@@ -159,6 +159,9 @@ class ChatService:
                     refusal = RATE_LIMITED_TEXT.format(wait=wait)
                     await _tell(sink, refusal, refusal)
                     return Outcome.RATE_LIMITED
+            start_typing = getattr(sink, "start_typing", None)
+            if start_typing is not None:
+                start_typing()
             scope_key = self.policy.scope_key(msg)
             async with self._lock(scope_key):
                 if new_conversation:

@@ -15,6 +15,9 @@ both to ``ReplySink.error``:
 A sink may also offer ``async def notice(self, text: str) -> None`` for one-line
 remarks about the conversation itself (e.g. that a new one starts because the bot's
 backend changed); the console prints it on stderr, and sinks without it are skipped.
+And ``def start_typing(self) -> None``, called once the service has decided to answer
+(and before it waits for the scope's lock), so a platform shows "typing…" only for
+messages the bot will answer, never for group chatter it ignores.
 """
 
 from __future__ import annotations

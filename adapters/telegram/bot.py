@@ -196,6 +196,7 @@ class TelegramAdapter(Adapter):
             self._renderer,
             stream=self.config.stream,
             edit_interval=self.config.edit_interval,
+            typing=False,  # the chat service starts it once it decides to answer
         )
         try:
             if found.has_text:

@@ -329,3 +329,16 @@ async def test_rate_limit_and_input_cap_answer_without_a_backend_call(
     assert sorted(t for t in texts if t.startswith("Echo")) == ["Echo: q0", "Echo: q1"]
     assert any("try again in 60 s" in t for t in texts)
     assert len(bot.llm.chat_requests) == 2
+
+
+async def test_group_chatter_the_bot_ignores_shows_no_typing(
+    start_bot: StartBot, tg: FakeTelegram
+) -> None:
+    bot = await start_bot()
+    for i in range(3):
+        tg.send_text(GROUP, ALICE, f"chatter {i}")
+    tg.send_text(GROUP, ALICE, "@parley_bot now you")
+    await bot.answer(GROUP)
+    typing = [c for c in tg.calls_to("sendChatAction") if c.chat_id == GROUP]
+    assert len(typing) == 1, "typing only for the message that is answered"
+    assert len(bot.llm.chat_requests) == 1

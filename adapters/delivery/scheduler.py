@@ -1,0 +1,271 @@
+"""One scheduler per bot process: every send, edit and draft of every chat goes out
+through it, within the platform's per-chat, per-group and global budgets.
+
+The scheduler does not queue texts. Each answer in progress is a ``Lane`` (the sink)
+that, asked, says whether it has something to send (``pending``) and, told to, makes
+exactly one platform call with its newest text (``step``). Coalescing is therefore
+free: whatever arrived while a lane waited for its budget goes out as one call.
+
+Order: one call at a time per chat; among the lanes whose chat budgets allow, final
+texts first, then the longest waiting. A 429 blocks what it covers (that chat's budget
+or the global one) for exactly ``retry_after`` while the lane keeps its work, so the
+newest text is sent once the wait is over and other chats go on meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol
+
+from adapters.delivery.target import DeliveryError, DeliveryTarget, PlatformLimits, RetryAfter
+from core.ratelimit import SlidingWindow
+
+log = logging.getLogger(__name__)
+
+_MAX_NO_DRAFT_CHATS = 10_000  # chats remembered as refusing drafts (oldest forgotten)
+
+
+class DeliveryClosed(DeliveryError):
+    """The scheduler (or the sink) was closed before the text went out."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """What a lane has to send."""
+
+    final: bool
+    """A final text (an answer's finished piece or an error): goes before partials."""
+    since: float
+    """Since when (scheduler clock) the oldest change not yet sent has waited."""
+    not_before: float = 0.0
+    """Not before this time (a partial edit waits out the edit interval)."""
+
+
+class Lane(Protocol):
+    """One answer in progress, as the scheduler drives it."""
+
+    def pending(self) -> Pending | None:
+        """What there is to send now, or None. Cheap: called on every scheduling pass."""
+
+    async def step(self) -> bool:
+        """Make at most one platform call with the newest text; whether one was made.
+        ``RetryAfter`` propagates (the scheduler waits it out and asks again); the
+        lane handles every other error itself."""
+
+    def abort(self, exc: BaseException) -> None:
+        """The scheduler is closing: give up, failing whoever waits with ``exc``."""
+
+
+class _Chat:
+    __slots__ = ("budgets", "busy", "lanes", "typed_at")
+
+    def __init__(self, limits: PlatformLimits, is_group: bool, clock: Callable[[], float]):
+        self.budgets = [SlidingWindow(limits.chat_ops, limits.chat_period, clock)]
+        if is_group and limits.group_ops is not None:
+            self.budgets.append(SlidingWindow(limits.group_ops, limits.group_period, clock))
+        self.lanes: list[Lane] = []
+        self.busy = False
+        self.typed_at = -math.inf
+
+    def wait(self, now: float) -> float:
+        return max(budget.wait_time(now) for budget in self.budgets)
+
+    def idle(self, now: float) -> bool:
+        return not self.lanes and not self.busy and all(b.idle(now) for b in self.budgets)
+
+
+class DeliveryScheduler:
+    """Runs every lane's platform calls when all the budgets that apply allow.
+
+    ``clock`` must tick with the event loop's time (tests pass ``time.monotonic`` too);
+    it dates budget hits, while waiting uses the loop's timers.
+    """
+
+    def __init__(
+        self, limits: PlatformLimits, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.limits = limits
+        self.clock = clock
+        self._global = SlidingWindow(limits.global_ops, limits.global_period, clock)
+        self._chats: dict[str, _Chat] = {}
+        self._no_drafts: OrderedDict[str, None] = OrderedDict()
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._calls: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    # --- what sinks call -------------------------------------------------------------
+
+    def attach(self, target: DeliveryTarget, lane: Lane) -> None:
+        """Let ``lane`` send into ``target``'s chat (idempotent)."""
+        if self._closed:
+            raise DeliveryClosed("the delivery scheduler is closed")
+        chat = self._chats.get(target.chat_key)
+        if chat is None:
+            chat = self._chats[target.chat_key] = _Chat(self.limits, target.is_group, self.clock)
+        if lane not in chat.lanes:
+            chat.lanes.append(lane)
+        self.wake()
+
+    def detach(self, target: DeliveryTarget, lane: Lane) -> None:
+        chat = self._chats.get(target.chat_key)
+        if chat is not None and lane in chat.lanes:
+            chat.lanes.remove(lane)
+
+    def wake(self) -> None:
+        """A lane has new work: schedule again."""
+        self._wake.set()
+        if self._loop_task is None and not self._closed:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return  # started by the first wake inside the event loop
+            self._loop_task = asyncio.create_task(self._run(), name="delivery-scheduler")
+
+    def drafts_refused(self, chat_key: str) -> bool:
+        return chat_key in self._no_drafts
+
+    def refuse_drafts(self, chat_key: str) -> None:
+        """Remember that ``chat_key`` refused drafts: later answers there edit instead."""
+        self._no_drafts[chat_key] = None
+        self._no_drafts.move_to_end(chat_key)
+        while len(self._no_drafts) > _MAX_NO_DRAFT_CHATS:
+            self._no_drafts.popitem(last=False)
+
+    def typing_wait(self, chat_key: str) -> float:
+        """0.0 and counted if the chat may show "typing" now, else the seconds until it
+        may: at most once per ``typing_interval`` per chat, whichever sink asks."""
+        chat = self._chats.get(chat_key)
+        now = self.clock()
+        if chat is None:
+            return 0.0
+        wait = chat.typed_at + self.limits.typing_interval - now
+        if wait > 0:
+            return wait
+        chat.typed_at = now
+        return 0.0
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Stop: calls in flight are cancelled, waiting lanes fail with DeliveryClosed."""
+        self._closed = True
+        tasks = [*self._calls, *([self._loop_task] if self._loop_task else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        closed = DeliveryClosed("the delivery scheduler was closed")
+        for chat in self._chats.values():
+            for lane in list(chat.lanes):
+                lane.abort(closed)
+        self._chats.clear()
+
+    async def __aenter__(self) -> DeliveryScheduler:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # --- the loop --------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            delay = self._dispatch()
+            if delay is None:
+                await self._wake.wait()
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+
+    def _dispatch(self) -> float | None:
+        """Start every call the budgets allow; the seconds until the next may be due."""
+        now = self.clock()
+        wake_at = math.inf
+        ready: list[tuple[bool, float, int, _Chat, Lane]] = []
+        for key, chat in list(self._chats.items()):
+            if chat.busy:
+                continue
+            if chat.idle(now) and chat.typed_at + self.limits.typing_interval <= now:
+                del self._chats[key]
+                continue
+            chat_wait: float | None = None
+            for lane in list(chat.lanes):
+                try:
+                    pending = lane.pending()
+                except Exception as exc:  # a bug in a lane must not stop every chat
+                    log.exception("a delivery lane failed")
+                    chat.lanes.remove(lane)
+                    lane.abort(exc)
+                    continue
+                if pending is None:
+                    continue
+                if pending.not_before > now:
+                    wake_at = min(wake_at, pending.not_before)
+                    continue
+                if chat_wait is None:
+                    chat_wait = chat.wait(now)
+                if chat_wait > 0:
+                    wake_at = min(wake_at, now + chat_wait)  # inf: a call is in flight
+                    continue
+                ready.append((not pending.final, pending.since, len(ready), chat, lane))
+        ready.sort(key=lambda r: r[:3])
+        started: set[int] = set()
+        for _, _, _, chat, lane in ready:
+            if id(chat) in started:
+                continue
+            global_wait = self._global.wait_time(now)
+            if global_wait > 0:
+                wake_at = min(wake_at, now + global_wait)
+                break
+            started.add(id(chat))
+            self._start(chat, lane)
+        return None if wake_at == math.inf else max(wake_at - now, 0.0)
+
+    def _start(self, chat: _Chat, lane: Lane) -> None:
+        chat.busy = True
+        # Reserved now, dated when the answer arrives: the platform counted the call at
+        # some moment in between, so the next one is never early by its clock.
+        slots = [budget.reserve() for budget in chat.budgets] + [self._global.reserve()]
+
+        async def call() -> None:
+            called = False
+            try:
+                called = await lane.step()
+            except RetryAfter as exc:
+                called = True
+                until = self.clock() + exc.retry_after
+                budget = self._global if exc.scope == "global" else chat.budgets[0]
+                budget.block_until(until)
+                log.info("platform asked to wait %.3g s (%s)", exc.retry_after, exc.scope)
+            except Exception:
+                log.exception("a delivery lane failed to handle its own error")
+            finally:
+                end = self.clock()
+                for slot in slots:
+                    if called:
+                        slot.done(end)
+                    else:
+                        slot.cancel()
+                chat.busy = False
+                self._wake.set()
+
+        task = asyncio.create_task(call())
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
