@@ -13,6 +13,8 @@ key, so each call is a compiled-cache hit plus parameter binding.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -220,9 +222,17 @@ class SQLStore:
         # Reads are single statements, atomic on their own: on SQLite they skip the
         # explicit BEGIN (three of a read's eight aiosqlite thread hand-offs).
         self._reader: AsyncEngine = self.engine.execution_options(sqlite_begin="NONE")
+        # SQLite has one writer at a time. Without this lock, concurrent turns queue in
+        # SQLite's busy handler (sleeping up to 100 ms a retry) while holding pooled
+        # connections, which starves the readers too: at 50 busy chats a commit took
+        # up to 3.5 s (bench.telegram_flood). In-process, they queue here instead.
+        self._writing = asyncio.Lock() if self.engine.dialect.name == "sqlite" else None
 
     async def aclose(self) -> None:
         await self.engine.dispose()
+
+    def _write(self) -> contextlib.AbstractAsyncContextManager[object]:
+        return self._writing if self._writing is not None else contextlib.nullcontext()
 
     # -- HistoryStore -------------------------------------------------------------
 
@@ -249,7 +259,7 @@ class SQLStore:
             return
         writes = _writes(self.engine.dialect.name)
         now = utcnow()
-        async with self.engine.begin() as conn:
+        async with self._write(), self.engine.begin() as conn:
             conversations = _conversation_rows((m.conversation_id for m in messages), now)
             await conn.execute(writes.conversations, conversations)
             await conn.execute(writes.messages, _message_rows(messages, now))
@@ -266,7 +276,7 @@ class SQLStore:
 
     async def reset_head(self, bot: str, scope_key: str) -> None:
         """Forget the scope's head: its next turn starts a new conversation."""
-        async with self.engine.begin() as conn:
+        async with self._write(), self.engine.begin() as conn:
             await conn.execute(_RESET_HEAD, {"bot": bot, "scope_key": scope_key})
 
     async def find_link(
@@ -317,7 +327,7 @@ class SQLStore:
             for chat_id, platform_id, message_id in turn.links
         }
         started = time.perf_counter()
-        async with self.engine.begin() as conn:
+        async with self._write(), self.engine.begin() as conn:
             await conn.execute(writes.conversations, conversations)
             await conn.execute(writes.messages, messages)
             await conn.execute(writes.head, head)
