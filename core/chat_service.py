@@ -79,8 +79,8 @@ class Command:
     @classmethod
     def parse(cls, text: str) -> Command | None:
         stripped = text.strip()
-        if not stripped.startswith("/") or len(stripped) == 1:
-            return None
+        if not stripped.startswith("/") or not stripped[1:2].isalnum():
+            return None  # "/" alone or "/ hi" is no command
         word = stripped[1:].split(maxsplit=1)[0]
         name, _, target = word.partition("@")
         return cls(name.lower(), target or None)

@@ -28,6 +28,7 @@ from adapters.delivery.target import (
     DeliveryTarget,
     DraftsUnsupported,
     FormattingRejected,
+    MessageGone,
     NotModified,
     Rendered,
     Renderer,
@@ -103,7 +104,13 @@ class DeliverySink:
         self._limit = limits.max_length
         self._measure = limits.measure
         self._stream = stream
-        self._interval = limits.edit_interval if edit_interval is None else edit_interval
+        interval = limits.edit_interval if edit_interval is None else edit_interval
+        if target.is_group and limits.group_ops:
+            # Edits faster than the group budget refills (Telegram: 20 a minute) spend it
+            # within seconds, and the final text would then wait for the window: stream
+            # at the budget's own pace instead.
+            interval = max(interval, limits.group_period / limits.group_ops)
+        self._interval = interval
         self._drafts = target.supports_drafts and not scheduler.drafts_refused(target.chat_key)
         self._clock = scheduler.clock
 
@@ -364,7 +371,12 @@ class DeliverySink:
         if op.kind == "send":
             return await target.send(rendered, first=not self._sent_any)
         if op.kind == "edit":
-            await target.edit(self._messages[op.index].id, rendered)
+            try:
+                await target.edit(self._messages[op.index].id, rendered)
+            except MessageGone:
+                # Deleted under us (a group admin, the user in a DM): the answer must
+                # still arrive, so this piece becomes a new message.
+                return await target.send(rendered, first=False)
             return self._messages[op.index].id
         if self._draft is None or self._draft.index != op.index:
             self._draft = _Draft(op.index, random.randint(1, 2**31 - 1))
@@ -384,7 +396,7 @@ class DeliverySink:
             else:
                 self._messages.append(shown)
         elif op.kind == "edit":
-            shown.id = self._messages[op.index].id
+            shown.id = message_id or self._messages[op.index].id
             self._messages[op.index] = shown
         elif self._draft is not None:
             self._draft.shown = shown

@@ -69,6 +69,10 @@ class FormattingRejected(DeliveryError):
     """The platform refused the formatting (entities): resend the text as plain."""
 
 
+class MessageGone(DeliveryError):
+    """The message to edit no longer exists (someone deleted it): send the text anew."""
+
+
 class DraftsUnsupported(DeliveryError):
     """Streaming drafts were refused here: stream by editing a message instead."""
 

@@ -159,6 +159,12 @@ class TelegramAdapter(Adapter):
         hook = self.config.webhook
         assert hook is not None  # the config model requires it in webhook mode
         path = hook.path if hook.path is not None else urlsplit(hook.url).path
+        if hook.secret_token is None:
+            log.warning(
+                "bot %s: webhook without a secret_token: anyone who finds its URL can post "
+                "updates as any user; set webhook.secret_token",
+                self.config.name,
+            )
         try:
             await updater.start_webhook(
                 listen=hook.listen,
@@ -206,7 +212,7 @@ class TelegramAdapter(Adapter):
         )
         try:
             if found.has_text:
-                await self.service.handle(found.message, sink)
+                await self.service.handle(found.message, sink, commands=found.is_command)
             else:
                 await sink.complete(NO_TEXT_REPLY)
         except ReplyTargetGone:

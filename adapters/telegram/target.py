@@ -10,12 +10,20 @@ from typing import TypeVar
 
 from telegram import Bot, LinkPreviewOptions, ReplyParameters
 from telegram.constants import ChatAction
-from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    NetworkError,
+    RetryAfter,
+    TimedOut,
+)
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from adapters.delivery.target import (
     DraftsUnsupported,
     FormattingRejected,
+    MessageGone,
     NotModified,
     Rendered,
 )
@@ -43,6 +51,12 @@ def _is_connection_error(exc: BaseException) -> bool:
     # failures (connection refused, reset, timed out) are worth sending again.
     refusals = (BadRequest, Forbidden, RetryAfter, ChatMigrated)
     return isinstance(exc, NetworkError) and not isinstance(exc, refusals)
+
+
+def _is_unsent(exc: BaseException) -> bool:
+    # A new message that timed out may have been delivered all the same: sending it
+    # again could show the answer twice. Edits, drafts and typing are safe to repeat.
+    return _is_connection_error(exc) and not isinstance(exc, TimedOut)
 
 
 class TelegramTarget:
@@ -88,7 +102,8 @@ class TelegramTarget:
                 message_thread_id=self._thread_id,
                 reply_parameters=reply,
                 link_preview_options=LinkPreviewOptions(is_disabled=True),
-            )
+            ),
+            idempotent=False,
         )
         return str(sent.message_id)
 
@@ -126,10 +141,10 @@ class TelegramTarget:
             )
         )
 
-    async def _call(self, request: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, request: Callable[[], Awaitable[T]], *, idempotent: bool = True) -> T:
         try:
             async for attempt in AsyncRetrying(
-                retry=retry_if_exception(_is_connection_error),
+                retry=retry_if_exception(_is_connection_error if idempotent else _is_unsent),
                 stop=stop_after_attempt(NETWORK_ATTEMPTS),
                 wait=wait_exponential(multiplier=self._wait_base, max=self._wait_base * 4),
                 reraise=True,
@@ -146,6 +161,8 @@ class TelegramTarget:
             text = exc.message.lower()
             if "message is not modified" in text:
                 raise NotModified(exc.message) from exc
+            if "message to edit not found" in text:
+                raise MessageGone(exc.message) from exc
             if "can't parse entities" in text or "entit" in text:
                 raise FormattingRejected(exc.message) from exc
             if any(gone in text for gone in GONE):

@@ -22,6 +22,8 @@ class Inbound:
     thread_id: int | None
     message_id: int
     has_text: bool
+    is_command: bool = False
+    """Telegram marked a bot command at the start: "/usr/bin/env?" is a question."""
 
 
 def _thread_id(message: Message) -> int | None:
@@ -83,9 +85,10 @@ def inbound(update: Update, *, bot: str, bot_id: int, username: str) -> Inbound 
     """The message of ``update`` if parley acts on it; None for what it ignores: edits,
     channel posts, other bots, service messages."""
     message = update.message
-    if message is None or message.from_user is None or message.from_user.is_bot:
+    if message is None or message.from_user is None or message.chat.type == ChatType.CHANNEL:
         return None
-    if message.chat.type == ChatType.CHANNEL:
+    sender = _sender(message)
+    if sender is None:
         return None
     raw = message.text if message.text is not None else message.caption
     entities = message.entities if message.text is not None else message.caption_entities
@@ -96,7 +99,7 @@ def inbound(update: Update, *, bot: str, bot_id: int, username: str) -> Inbound 
         platform=PLATFORM,
         bot=bot,
         chat_id=str(message.chat.id),
-        user_id=str(message.from_user.id),
+        user_id=sender,
         text=text,
         message_id=str(message.message_id),
         reply_to_message_id=reply_to,
@@ -109,4 +112,19 @@ def inbound(update: Update, *, bot: str, bot_id: int, username: str) -> Inbound 
         message.new_chat_members or message.left_chat_member or not incoming.is_direct
     ):
         return None  # service messages, and media without a caption in groups: silence
-    return Inbound(incoming, message.chat.id, thread_id, message.message_id, raw is not None)
+    command = any(e.type == MessageEntity.BOT_COMMAND and e.offset == 0 for e in entities)
+    return Inbound(
+        incoming, message.chat.id, thread_id, message.message_id, raw is not None, command
+    )
+
+
+def _sender(message: Message) -> str | None:
+    """Who wrote: the user's id; for an anonymous group admin (who writes as the
+    group, through @GroupAnonymousBot) the group's id; None for other bots."""
+    user = message.from_user
+    assert user is not None
+    if not user.is_bot:
+        return str(user.id)
+    if message.sender_chat is not None and message.sender_chat.id == message.chat.id:
+        return str(message.sender_chat.id)
+    return None
