@@ -229,8 +229,9 @@ class ChatService:
             f"The last conversation here was with backend {theirs!r}, which {ours!r} "
             f"cannot continue; starting a new conversation with {ours!r}."
         )
-        log.info("bot %s: %s", self.policy.name, remark)
         notice = getattr(sink, "notice", None)
+        # A sink with notice() is read by the operator: the remark once, not twice.
+        log.log(logging.DEBUG if notice else logging.INFO, "bot %s: %s", self.policy.name, remark)
         if notice is not None:
             await notice(remark)
         return None, None
