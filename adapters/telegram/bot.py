@@ -13,7 +13,7 @@ import os
 from urllib.parse import urlsplit
 
 from telegram import BotCommand, Update
-from telegram.error import InvalidToken, NetworkError, TelegramError
+from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, TelegramError
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
 
 from adapters.base import Adapter, AdapterStartError, InFlight
@@ -72,7 +72,9 @@ class TelegramAdapter(Adapter):
 
     @property
     def api_base_url(self) -> str:
-        return self.config.api_base_url or DEFAULT_API
+        url = (self.config.api_base_url or DEFAULT_API).rstrip("/")
+        # "http://host:8081" for a self-hosted server means its /bot<TOKEN>/ endpoints.
+        return url + "/bot" if urlsplit(url).path in ("", "/") else url
 
     async def run(self, stop: asyncio.Event) -> None:
         app = self._build()
@@ -111,19 +113,22 @@ class TelegramAdapter(Adapter):
         return app
 
     async def _initialize(self, app: Application, stop: asyncio.Event) -> None:  # type: ignore[type-arg]
-        """getMe and setMyCommands, retrying connection errors a few times."""
+        """getMe (retrying connection errors a few times), then setMyCommands."""
         where = redact_url(self.api_base_url)
         wait = self._start_wait
         for attempt in range(1, START_ATTEMPTS + 1):
             try:
                 await app.initialize()  # getMe
-                await app.bot.set_my_commands(COMMANDS)
                 break
             except InvalidToken:
                 # PTB's message quotes the token itself: say it in our own words.
                 raise AdapterStartError(
                     "Telegram rejected the bot token; copy it again from @BotFather into "
                     "the bot's token"
+                ) from None
+            except (BadRequest, Forbidden) as exc:  # NetworkError's subclasses, not retried
+                raise AdapterStartError(
+                    f"Telegram refused to start the bot: {exc.message}"
                 ) from None
             except NetworkError as exc:
                 if attempt == START_ATTEMPTS:
@@ -148,6 +153,10 @@ class TelegramAdapter(Adapter):
                 ) from None
         self._bot_id = app.bot.id
         self._username = app.bot.username
+        try:
+            await app.bot.set_my_commands(COMMANDS)
+        except TelegramError as exc:  # the command menu is a convenience, not a need
+            log.warning("bot %s: could not set the command menu (%s)", self.config.name, exc)
 
     async def _start_updates(self, app: Application) -> None:  # type: ignore[type-arg]
         updater = app.updater

@@ -14,6 +14,7 @@ from telegram.error import (
     BadRequest,
     ChatMigrated,
     Forbidden,
+    InvalidToken,
     NetworkError,
     RetryAfter,
     TimedOut,
@@ -131,7 +132,9 @@ class TelegramTarget:
             )
         except FormattingRejected:
             raise
-        except BadRequest as exc:  # drafts unavailable for this chat or this server
+        except (BadRequest, InvalidToken) as exc:
+            # Refused for this chat, or unknown to this server (an older self-hosted
+            # Bot API answers 404, which PTB reports as InvalidToken): stream by edits.
             raise DraftsUnsupported(str(exc)) from exc
 
     async def typing(self) -> None:

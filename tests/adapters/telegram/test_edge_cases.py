@@ -273,3 +273,18 @@ async def test_group_stream_of_markdown_that_grows_stays_within_4096(
     parts = tg.bot_messages(GROUP)
     assert all(u16(p.text) <= 4096 for p in parts)
     assert sum((p.text or "").count("—") for p in parts) == 800 * 8
+
+
+async def test_a_server_without_drafts_or_command_menus_still_gets_answers(
+    start_bot: StartBot, tg: FakeTelegram
+) -> None:
+    """An older self-hosted Bot API knows neither sendMessageDraft nor (say)
+    setMyCommands: 404, which PTB reports as InvalidToken."""
+    tg.fail_next("setMyCommands", 404, "Not Found")
+    tg.fail_next("sendMessageDraft", 404, "Not Found", times=50)
+    bot = await start_bot(api_base_url=tg.url)  # no /bot: the adapter adds it
+    bot.llm.script(Behaviour(reply=" ".join(["word"] * 40), chunk_delay=0.02))
+    tg.send_text(ALICE, ALICE, "stream please")
+    [answer] = await bot.answer(ALICE)
+    assert answer.text == " ".join(["word"] * 40)
+    assert len(tg.calls_to("sendMessageDraft")) == 1, "drafts tried once, then edits"
