@@ -45,10 +45,14 @@ What it does, like discord.com (error codes and texts are Discord's documented o
   failed."; a privileged intent the application lacks → close 4014 "Disallowed
   intent(s)."), READY (user, application, session_id, resume_gateway_url, guilds
   unavailable, filtered by ``shard``), GUILD_CREATE per guild (channels, threads,
-  roles, members with ``flags: 0``), then dispatches with sequence numbers. RESUME
-  replays every event after the given seq, then RESUMED; an unknown session gets op 9
-  (d=false). Without the message-content intent, guild messages that do not mention
-  the bot arrive with empty content, embeds, attachments and components.
+  roles, members with ``flags: 0`` — only the bot without the members intent), then
+  dispatches with sequence numbers, each session filtered by its shard
+  (``(guild_id >> 22) % shard_count``; DMs go to shard 0) and intents (MESSAGE_* need
+  GUILD_MESSAGES or DIRECT_MESSAGES, GUILD_/THREAD_/CHANNEL_* need GUILDS). The bot
+  gets its own messages too, as on Discord (not ephemeral ones). RESUME replays every
+  event after the given seq, then RESUMED; an unknown session gets op 9 (d=false).
+  Without the message-content intent, guild messages that neither mention the bot nor
+  are its own arrive with empty content, embeds, attachments and components.
 - Interactions: ``slash()`` dispatches INTERACTION_CREATE (type 2); the callback must
   come within ``interaction_deadline`` (3 s, Discord's) or gets 404 code 10062
   "Unknown interaction"; a second callback 400 code 40060. Types 4 (reply) and 5
@@ -64,7 +68,7 @@ and ``close_gateway`` act on the live gateway sockets; ``messages`` / ``bot_mess
 per guild (None: global); ``identifies``, ``resumes``, ``events``; ``wait_for``,
 ``wait_ready``, ``wait_bot_messages``, ``wait_calls`` wait; ``fail_next`` and
 ``forbid`` inject faults; ``count_429`` counts 429s. ``patched()`` /
-``patch_discord(url)`` point discord.py at the fake and restore it afterwards.
+``patch_discord(api_base_url, gateway_url)`` point discord.py at the fake and restore it afterwards.
 
 Guessed, not taken from Discord: a message's ``mentions`` / ``mention_roles`` list
 only who was actually pinged (what allowed_mentions let through); content length is
@@ -109,19 +113,23 @@ from tests.fakes.discord_state import (
 )
 
 __all__ = [
+    "INTENT_DIRECT_MESSAGES",
     "INTENT_GUILDS",
     "INTENT_GUILD_MEMBERS",
+    "INTENT_GUILD_MESSAGES",
     "INTENT_GUILD_PRESENCES",
     "INTENT_MESSAGE_CONTENT",
     "MAX_CONTENT",
     "Attachment",
     "Call",
     "Channel",
+    "Connection",
     "FakeDiscord",
     "FloodLimits",
     "Guild",
     "Interaction",
     "Role",
+    "Session",
     "StoredMessage",
     "User",
     "patch_discord",
@@ -133,6 +141,8 @@ MAX_CONTENT = 2000
 INTENT_GUILDS = 1 << 0
 INTENT_GUILD_MEMBERS = 1 << 1
 INTENT_GUILD_PRESENCES = 1 << 8
+INTENT_GUILD_MESSAGES = 1 << 9
+INTENT_DIRECT_MESSAGES = 1 << 12
 INTENT_MESSAGE_CONTENT = 1 << 15
 PRIVILEGED = INTENT_GUILD_MEMBERS | INTENT_GUILD_PRESENCES | INTENT_MESSAGE_CONTENT
 
@@ -154,6 +164,15 @@ def patch_discord(http_url: str, gateway_url: str) -> Iterator[None]:
     finally:
         discord.http.Route.BASE = old_base
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = old_gateway
+
+
+def _intent_for(event: str, guild_id: int | None) -> int:
+    """The intent a dispatch needs (0: always sent)."""
+    if event.startswith("MESSAGE_"):
+        return INTENT_GUILD_MESSAGES if guild_id is not None else INTENT_DIRECT_MESSAGES
+    if event.startswith(("GUILD_", "THREAD_", "CHANNEL_")):
+        return INTENT_GUILDS
+    return 0
 
 
 @dataclass
@@ -573,9 +592,27 @@ class FakeDiscord:
     def dispatch(self, event: str, data: dict[str, Any], guild_id: int | None = None) -> None:
         """Send a dispatch to every live session that sees ``guild_id``'s shard (sessions
         whose socket is gone keep it for a RESUME)."""
+        needed = _intent_for(event, guild_id)
         for session in list(self.sessions.values()):
-            if not session.invalid and session.sees(guild_id):
-                self._send_dispatch(session, event, data)
+            if session.invalid or not session.sees(guild_id):
+                continue
+            if needed and not session.intents & needed:
+                continue
+            self._send_dispatch(session, event, self._as_seen(session, event, data))
+
+    def _as_seen(self, session: Session, event: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Without the message-content intent, guild messages lose their content unless
+        they mention the bot (or are the bot's own), as Discord does."""
+        if (
+            event not in ("MESSAGE_CREATE", "MESSAGE_UPDATE")
+            or "guild_id" not in data
+            or session.intents & INTENT_MESSAGE_CONTENT
+        ):
+            return data
+        bot = str(self.bot.id)
+        if data["author"]["id"] == bot or any(m["id"] == bot for m in data.get("mentions", [])):
+            return data
+        return {**data, "content": "", "embeds": [], "attachments": [], "components": []}
 
     def _send_dispatch(self, session: Session, event: str, data: dict[str, Any]) -> None:
         session.seq += 1
@@ -900,18 +937,7 @@ class FakeDiscord:
             data["guild_id"] = str(guild_id)
             if msg.author.id in self.guilds[guild_id].members:
                 data["member"] = self._member_dict(guild_id, msg.author.id)
-            if not self._content_visible(msg):
-                data.update(content="", embeds=[], attachments=[], components=[])
         return data
-
-    def _content_visible(self, msg: StoredMessage) -> bool:
-        if msg.guild_id is None or msg.author.id == self.bot.id:
-            return True
-        if self.bot.id in msg.mentions:
-            return True
-        # Each session asked for its own intents; the fake uses the latest identify.
-        latest = self.identifies[-1] if self.identifies else {}
-        return bool(int(latest.get("intents", 0)) & INTENT_MESSAGE_CONTENT)
 
     def _mention_dict(self, user_id: int, guild_id: int | None) -> dict[str, Any]:
         data = self.users[user_id].to_dict()
@@ -935,7 +961,7 @@ class FakeDiscord:
             for msg in channel.values():
                 for a in msg.attachments:
                     if str(a.id) == request.match_info["id"]:
-                        return web.Response(body=a.data, content_type="text/plain")
+                        return web.Response(body=a.data, headers={"Content-Type": a.content_type})
         return web.Response(status=404)
 
     # -- storing ----------------------------------------------------------------------

@@ -118,6 +118,7 @@ class Rest:
         routes: list[tuple[str, str, Handler]] = [
             ("GET", "/users/@me", self._me),
             ("POST", "/users/@me/channels", self._create_dm),
+            ("GET", "/users/{user_id}", self._get_user),
             ("GET", "/oauth2/applications/@me", self._application),
             ("GET", "/gateway/bot", self._gateway_bot),
             ("GET", "/gateway", self._gateway_plain),
@@ -297,6 +298,8 @@ class Rest:
         limits = self.fake.flood
         if limits is None:
             return
+        if call.path.startswith("/interactions/"):
+            return  # Discord's global limit does not apply to interaction callbacks
         channel = call.channel_id if self._counts_per_channel(call) else None
         refused = self.fake._flood_gate.check(limits, channel, call.time)
         if refused is not None:
@@ -492,6 +495,13 @@ class Rest:
         if user_id not in self.fake.users:
             raise unknown("User", 10013)
         return self.fake.channel_dict(self.fake.dm(user_id))
+
+    async def _get_user(self, call: Call) -> Any:
+        user_id = call.params["user_id"]
+        user = self.fake.users.get(int(user_id)) if user_id.isdigit() else None
+        if user is None:
+            raise unknown("User", 10013)
+        return user.to_dict()
 
     async def _application(self, call: Call) -> Any:
         fake = self.fake

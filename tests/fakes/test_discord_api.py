@@ -533,3 +533,72 @@ async def test_gateway_bot_and_a_second_callback(dc: FakeDiscord) -> None:
         async with http.post(url, json={"type": 4, "data": {"content": "two"}}) as r:
             body = await r.json()
         assert r.status == 400 and body["code"] == 40060
+
+
+# -- DMs, intents, shards -------------------------------------------------------------
+
+
+async def test_direct_messages_both_ways(dc: FakeDiscord) -> None:
+    async with running(Bot(message_content=False)) as client:
+        dm = dc.dm(ALICE)
+        dc.send_message(dm, ALICE, "private question")
+        await until(lambda: client.received)
+        got = client.received[0]
+        assert isinstance(got.channel, discord.DMChannel)
+        assert got.content == "private question"  # DMs keep content without the intent
+        assert (await client.fetch_user(ALICE)).name == "alice"
+        answer = await got.author.send("private answer")
+        assert answer.channel.id == dm.id
+        assert [m.content for m in dc.bot_messages(dm.id)] == ["private answer"]
+
+
+async def test_events_are_filtered_by_the_intents_identified_with(dc: FakeDiscord) -> None:
+    only_dms = discord.Intents.none()
+    only_dms.guilds = True
+    only_dms.dm_messages = True
+    client = Bot()
+    client._connection._intents = only_dms  # as if built with these intents
+    async with running(client):
+        dc.send_message(GENERAL, ALICE, "in the guild")
+        dc.send_message(dc.dm(ALICE), ALICE, "in a DM")
+        await until(lambda: client.received)
+        await asyncio.sleep(0.05)
+        assert [m.content for m in client.received] == ["in a DM"]
+    assert dc.identifies[0]["intents"] == only_dms.value
+
+
+async def test_user_edits_arrive_as_message_update(dc: FakeDiscord) -> None:
+    edits: list[tuple[str, str]] = []
+
+    class Editing(Bot):
+        async def on_message_edit(self, before: discord.Message, after: discord.Message) -> None:
+            edits.append((before.content, after.content))
+
+    async with running(Editing()) as client:
+        sent = dc.send_message(GENERAL, ALICE, "frist")
+        await until(lambda: client.received)
+        dc.edit_message(GENERAL, sent.id, "first")
+        await until(lambda: edits)
+    assert edits == [("frist", "first")]
+    stored = dc.message(GENERAL, sent.id)
+    assert stored is not None and [r.content for r in stored.history] == ["frist"]
+
+
+async def test_each_shard_gets_its_own_guilds(dc: FakeDiscord) -> None:
+    second = 810_000_000_005_000_001  # (id >> 22) % 2 == 1
+    dc.guild(second, "Second")
+    dc.channel(second, OTHER + 10, "general")
+    clients = []
+    for shard_id in (0, 1):
+        client = Bot()
+        client.shard_id, client.shard_count = shard_id, 2
+        client._connection.shard_count = 2
+        clients.append(client)
+    async with running(clients[0]) as zero, running(clients[1]) as one:
+        assert [g.id for g in zero.guilds] == [GUILD]
+        assert [g.id for g in one.guilds] == [second]
+        dc.send_message(OTHER + 10, ALICE, "second guild")
+        await until(lambda: one.received)
+        await asyncio.sleep(0.05)
+        assert zero.received == []
+    assert sorted(i["shard"] for i in dc.identifies) == [[0, 2], [1, 2]]
