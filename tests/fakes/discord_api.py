@@ -406,12 +406,14 @@ class FakeDiscord:
         is_global: bool = False,
         times: int = 1,
         channel_id: int | None = None,
+        via: bool = True,
     ) -> None:
         """The next ``times`` calls matching ``route`` (as ``calls_to`` matches; to
-        ``channel_id`` if given) answer ``status`` and do nothing. A 429 carries the
-        ``Via`` header and ``retry_after`` (default 0.1 s), so discord.py retries it."""
+        ``channel_id`` if given) answer ``status`` and do nothing. A 429 carries
+        ``retry_after`` (default 0.1 s) and the ``Via`` header, so discord.py retries it;
+        ``via=False`` makes it a Cloudflare-style 429, which discord.py raises."""
         self._rest.faults.append(
-            Fault(route, status, message, code, retry_after, is_global, times, channel_id)
+            Fault(route, status, message, code, retry_after, is_global, times, channel_id, via)
         )
 
     def forbid(self, channel: int | Channel, forbidden: bool = True) -> None:

@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 __all__ = ["ApiError", "Rest", "form_error"]
 
 MAX_CONTENT = 2000
+FLAG_SUPPRESS_EMBEDS = 4
 FLAG_EPHEMERAL = 64
+FLAG_SUPPRESS_NOTIFICATIONS = 4096
 FLAG_LOADING = 128
 # Routes authorised by the interaction token in the path, not by the bot token.
 _TOKENLESS = ("/interactions/", "/webhooks/")
@@ -46,8 +48,10 @@ class ApiError(Exception):
         *,
         retry_after: float | None = None,
         is_global: bool = False,
+        via: bool = True,
     ) -> None:
         super().__init__(message)
+        self.via = via  # a 429 without Via is Cloudflare's, which discord.py does not retry
         self.status = status
         self.message = message
         self.code = code
@@ -94,6 +98,7 @@ class Fault:
     is_global: bool
     times: int
     channel_id: int | None
+    via: bool = True
 
 
 def json_response(
@@ -210,9 +215,10 @@ class Rest:
             if exc.status == 429:
                 fake.count_429 += 1
                 call.retry_after = exc.retry_after
+                if exc.via:
+                    headers["Via"] = "1.1 google"
                 headers.update(
                     {
-                        "Via": "1.1 google",
                         "Retry-After": str(math.ceil(exc.retry_after or 1)),
                         "X-RateLimit-Scope": "global" if exc.is_global else "user",
                     }
@@ -285,6 +291,7 @@ class Rest:
                         fault.code,
                         retry_after=fault.retry_after if fault.retry_after is not None else 0.1,
                         is_global=fault.is_global,
+                        via=fault.via,
                     )
                 raise ApiError(fault.status, fault.message or "fake failure", fault.code)
 
@@ -443,7 +450,10 @@ class Rest:
         msg.allowed_mentions = allowed
         msg.embeds = list(body.get("embeds") or [])
         msg.attachments = list(body.get("_files") or [])
-        msg.flags = flags | (int(body.get("flags") or 0) & FLAG_EPHEMERAL)
+        kept = FLAG_SUPPRESS_EMBEDS | FLAG_SUPPRESS_NOTIFICATIONS
+        if interaction is not None:
+            kept |= FLAG_EPHEMERAL  # ephemeral exists only for interaction responses
+        msg.flags = flags | (int(body.get("flags") or 0) & kept)
         if interaction is not None:
             msg.interaction_id = interaction.id
             msg.webhook_id = fake.application_id
@@ -455,26 +465,26 @@ class Rest:
         fake = self.fake
         if msg.author.id != fake.bot.id:
             raise ApiError(403, "Cannot edit a message authored by another user", 50005)
+        content = self._content(body, required=False) if "content" in body else msg.content
+        embeds = list(body.get("embeds") or []) if "embeds" in body else msg.embeds
+        if not content.strip() and not embeds and not msg.attachments:
+            raise ApiError(400, "Cannot send an empty message", 50006)
         if "content" in body:
-            content = self._content(body, required=False)
-            guild = fake.guilds.get(msg.guild_id or 0)
+            # Pings are recomputed for the new content (guessed: with Discord's defaults
+            # when the edit has no allowed_mentions); a reply keeps pinging its author
+            # only if it did so far and the edit's allowed_mentions still allow it.
             replied = None
-            if msg.reference is not None:
-                target = fake.message(msg.channel_id, msg.reference)
-                if target is not None and target.author.id in msg.mentions:
-                    replied = target.author.id
+            target = fake.message(msg.channel_id, msg.reference) if msg.reference else None
+            if target is not None and target.author.id in msg.mentions:
+                replied = target.author.id
             allowed = body.get("allowed_mentions")
+            guild = fake.guilds.get(msg.guild_id or 0)
             users, roles, everyone = self.pings(content, allowed, guild, replied)
-            if allowed is not None and replied is not None and not allowed.get("replied_user"):
-                users = [u for u in users if u != replied or f"<@{u}>" in content]
             fake._revise(msg, content)
             msg.mentions, msg.mention_roles, msg.mention_everyone = users, roles, everyone
             msg.allowed_mentions = allowed
-        if "embeds" in body:
-            msg.embeds = list(body.get("embeds") or [])
+        msg.embeds = embeds
         msg.flags &= ~FLAG_LOADING
-        if not msg.content and not msg.embeds and not msg.attachments:
-            raise ApiError(400, "Cannot send an empty message", 50006)
         if not msg.ephemeral:
             fake.dispatch("MESSAGE_UPDATE", fake.message_dict(msg, gateway=True), msg.guild_id)
         return msg

@@ -602,3 +602,41 @@ async def test_each_shard_gets_its_own_guilds(dc: FakeDiscord) -> None:
         await asyncio.sleep(0.05)
         assert zero.received == []
     assert sorted(i["shard"] for i in dc.identifies) == [[0, 2], [1, 2]]
+
+
+async def test_a_429_without_via_is_not_retried(dc: FakeDiscord) -> None:
+    async with running(Bot()) as client:
+        dc.fail_next("POST /channels/{channel_id}/messages", 429, via=False)
+        with pytest.raises(discord.HTTPException) as caught:
+            await channel(client).send("blocked")
+        assert caught.value.status == 429
+    assert dc.bot_messages(GENERAL) == []
+
+
+async def test_a_close_code_4000_makes_discord_py_resume(dc: FakeDiscord) -> None:
+    async with running(Bot()) as client:
+        await dc.close_gateway(4000, "Unknown error")
+        dc.send_message(GENERAL, ALICE, "after the close")
+        await until(lambda: client.received and client.resumed == 1, timeout=10)
+        assert [m.content for m in client.received] == ["after the close"]
+    assert dc.connections[0].close_code == 4000
+    assert len(dc.identifies) == 1 and len(dc.resumes) == 1
+
+
+async def test_calls_record_the_body_and_a_refused_edit_changes_nothing(dc: FakeDiscord) -> None:
+    async with running(Bot()) as client:
+        question = dc.send_message(GENERAL, ALICE, "q")
+        await until(lambda: client.received)
+        sent = await client.received[0].reply(
+            "a", allowed_mentions=discord.AllowedMentions.none(), silent=True
+        )
+        [post] = dc.calls_to("POST /channels/{channel_id}/messages")
+        assert post.body["message_reference"]["message_id"] == question.id
+        assert post.body["allowed_mentions"] == {"parse": []}
+        assert post.channel_id == GENERAL and post.ok
+        stored = dc.message(GENERAL, sent.id)
+        assert stored is not None and stored.flags == 4096  # silent: no notification
+        with pytest.raises(discord.HTTPException) as caught:
+            await sent.edit(content="")
+        assert caught.value.code == 50006
+        assert stored.content == "a" and stored.history == []
