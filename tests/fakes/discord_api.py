@@ -18,15 +18,19 @@ What it does, like discord.com (error codes and texts are Discord's documented o
 
 - REST under ``/api/v10``: ``Authorization: Bot <token>`` checked on every route but
   the interaction callback and webhook routes (401 ``{"message": "401: Unauthorized",
-  "code": 0}``). GET /users/@me, /oauth2/applications/@me, /gateway/bot, /channels/{id},
-  /channels/{id}/messages/{mid}; POST /channels/{id}/messages (JSON or multipart with
-  ``payload_json``), PATCH and DELETE /channels/{id}/messages/{mid}, POST
-  /channels/{id}/typing (204), POST /channels/{id}/messages/{mid}/threads (the thread
-  id is the message id) and /channels/{id}/threads (THREAD_CREATE dispatched); PUT
-  /applications/{app}/commands and /applications/{app}/guilds/{guild}/commands; POST
+  "code": 0}``). GET /users/@me, /users/{id}, /oauth2/applications/@me, /gateway/bot,
+  /channels/{id}, /channels/{id}/messages/{mid}; POST /users/@me/channels (a DM);
+  POST /channels/{id}/messages (JSON or multipart with ``payload_json``), PATCH and
+  DELETE /channels/{id}/messages/{mid}, POST /channels/{id}/typing (204), POST
+  /channels/{id}/messages/{mid}/threads (the thread id is the message id) and
+  /channels/{id}/threads (THREAD_CREATE dispatched); PUT /applications/{app}/commands
+  and /applications/{app}/guilds/{guild}/commands; POST
   /interactions/{id}/{token}/callback, POST /webhooks/{app}/{token} (followups), PATCH
   /webhooks/{app}/{token}/messages/{@original|mid}; GET /attachments/{id}/{name} serves
-  what test users attached.
+  what test users attached. Unknown ids → 404 with Discord's codes (10003 channel,
+  10008 message, 10013 user, 10015 webhook); another user's message can't be edited
+  (403 50005); a channel made ``forbid``-den answers 403 "Missing Permissions" (50013)
+  to every write, and so do its threads.
 - Content over 2000 characters → 400 code 50035 "Invalid Form Body" with
   ``BASE_TYPE_MAX_LENGTH``; nothing to send → 400 code 50006. Pings are computed the
   way Discord does from the content and ``allowed_mentions`` (``parse``, ``users``,
@@ -37,9 +41,13 @@ What it does, like discord.com (error codes and texts are Discord's documented o
 - Every success carries the X-RateLimit-* bucket headers (bucket per channel for
   messages). A 429 has ``Via``, ``Retry-After``, ``X-RateLimit-Scope``, JSON
   ``{"message": "You are being rate limited.", "retry_after": s, "global": b}`` (and
-  ``X-RateLimit-Global`` when global). Flood mode (``flood=True`` or ``FloodLimits``):
-  message creates and edits per channel (5 per 5 s) and every request overall (50 per
-  s) are sliding windows with ``slack`` (0.05 s); a refused request is NOT performed.
+  ``X-RateLimit-Global`` when global); ``fail_next(..., via=False)`` leaves ``Via`` out,
+  as a Cloudflare ban does (discord.py raises instead of retrying). Flood mode
+  (``flood=True`` or ``FloodLimits``): message creates and edits per channel (5 per
+  5 s) and every request overall (50 per s; interaction callbacks are exempt, as on
+  Discord) are sliding windows with ``slack`` (0.05 s); a refused request is NOT
+  performed, and ``X-RateLimit-Remaining`` tells discord.py the truth, so it paces
+  itself.
 - Gateway at ``/gateway`` (resume at ``/resume``, READY's ``resume_gateway_url``):
   HELLO, heartbeat ACKs, IDENTIFY (a wrong token → close 4004 "Authentication
   failed."; a privileged intent the application lacks → close 4014 "Disallowed
@@ -57,7 +65,9 @@ What it does, like discord.com (error codes and texts are Discord's documented o
   come within ``interaction_deadline`` (3 s, Discord's) or gets 404 code 10062
   "Unknown interaction"; a second callback 400 code 40060. Types 4 (reply) and 5
   (defer, a loading original message with flag 128) are stored; flag 64 (ephemeral)
-  recorded. Followups and @original edits follow the same content rules.
+  recorded (ephemeral messages are stored but never dispatched). Followups and
+  @original edits follow the same content rules; the interaction token works 15
+  minutes.
 
 Test side (sync unless it waits): ``user``, ``guild``, ``role``, ``member``,
 ``channel``, ``thread``, ``dm`` register state; ``send_message``, ``edit_message``,
@@ -68,15 +78,20 @@ and ``close_gateway`` act on the live gateway sockets; ``messages`` / ``bot_mess
 per guild (None: global); ``identifies``, ``resumes``, ``events``; ``wait_for``,
 ``wait_ready``, ``wait_bot_messages``, ``wait_calls`` wait; ``fail_next`` and
 ``forbid`` inject faults; ``count_429`` counts 429s. ``patched()`` /
-``patch_discord(api_base_url, gateway_url)`` point discord.py at the fake and restore it afterwards.
+``patch_discord(api_base_url, gateway_url)`` point discord.py at the fake and restore
+it afterwards.
 
 Guessed, not taken from Discord: a message's ``mentions`` / ``mention_roles`` list
-only who was actually pinged (what allowed_mentions let through); content length is
-counted in code points; a followup before any callback gets 404 code 10015 "Unknown
-Webhook"; DMs and the bot's own messages keep their content without the intent; the
+only who was actually pinged (what allowed_mentions let through); an edit without
+``allowed_mentions`` recomputes pings with the defaults (everything pings), and a
+reply's author stays pinged through edits unless the edit's allowed_mentions drop
+``replied_user``; content length is counted in code points; a followup before any
+callback gets 404 code 10015 "Unknown Webhook"; the
 bucket hashes are made up. Deliberate differences: no zlib (plain JSON text frames,
-which discord.py accepts), no permission system beyond ``forbid`` and
-``bot_mention_everyone``, one thread member (the creator).
+which discord.py accepts); missed heartbeats are not punished and IDENTIFY has no
+rate limit (discord.py still pauses 5 s before a re-IDENTIFY unless a test overrides
+``Client.before_identify_hook``); no permission system beyond ``forbid`` and
+``bot_mention_everyone``; one thread member (the creator).
 """
 
 from __future__ import annotations
@@ -350,11 +365,19 @@ class FakeDiscord:
         g.members[u.id] = list(roles or [])
 
     def channel(
-        self, guild: int | Guild, id: int, name: str = "general", *, type: int = 0
+        self,
+        guild: int | Guild,
+        id: int,
+        name: str = "general",
+        *,
+        type: int = 0,
+        category: int | Channel | None = None,
     ) -> Channel:
-        """A guild text channel (type 0), or a category with ``type=4``."""
+        """A guild text channel (type 0), or a category with ``type=4``; ``category``
+        puts a channel under a category (its ``parent_id``)."""
         g = self._guild_arg(guild)
-        channel = Channel(id=id, type=type, name=name, guild_id=g.id)
+        parent = self._channel_arg(category).id if category is not None else None
+        channel = Channel(id=id, type=type, name=name, guild_id=g.id, parent_id=parent)
         return self._add_channel(channel, g)
 
     def thread(
@@ -449,10 +472,12 @@ class FakeDiscord:
         reference: int | StoredMessage | None = None,
         mentions: list[int] | None = None,
         attachments: list[tuple[str, str | bytes]] | None = None,
+        type: int | None = None,
     ) -> StoredMessage:
         """A user posts; the bot gets MESSAGE_CREATE. Pings come from the content
         (``<@id>``, ``<@&id>``, @everyone) unless ``mentions`` gives the user ids;
-        ``attachments`` are (filename, text or bytes), served by the fake."""
+        ``attachments`` are (filename, text or bytes), served by the fake; ``type``
+        makes a system message (7 member join, 18 thread created, ...)."""
         ch, author = self._channel_arg(channel), self._user_arg(user)
         if len(content) > MAX_CONTENT:
             raise ValueError(f"Discord would refuse {len(content)} characters (max 2000)")
@@ -460,6 +485,7 @@ class FakeDiscord:
         if ref is not None and ref not in self._messages[ch.id]:
             raise ValueError(f"no message {ref} in channel {ch.id}")
         msg = self._store(ch, author, content, reference=ref)
+        msg.type = type
         users, roles, everyone = parse_mentions(content)
         msg.mentions = list(mentions) if mentions is not None else users
         if ref is not None and mentions is None:
@@ -691,7 +717,7 @@ class FakeDiscord:
             "embeds": list(msg.embeds),
             "components": [],
             "pinned": False,
-            "type": 19 if msg.reference is not None else 0,
+            "type": msg.type if msg.type is not None else 19 if msg.reference else 0,
             "flags": msg.flags,
         }
         if msg.webhook_id is not None:

@@ -229,6 +229,7 @@ class StoredMessage:
     attachments: list[Attachment] = field(default_factory=list)
     embeds: list[Any] = field(default_factory=list)
     flags: int = 0  # 64 ephemeral, 128 loading (a deferred interaction)
+    type: int | None = None  # None: 0, or 19 for a reply; else a system message type
     interaction_id: int | None = None
     webhook_id: int | None = None
     history: list[Revision] = field(default_factory=list)  # oldest first

@@ -217,9 +217,11 @@ async def test_send_edit_typing_fetch_and_delete_round_trip(dc: FakeDiscord) -> 
         general = channel(client)
         async with general.typing():
             sent = await general.send("hello")
+        [typing] = await dc.wait_calls("typing")
+        assert typing.route == "POST /channels/{channel_id}/typing"
         edited = await sent.edit(content="hello, world")
         assert edited.content == "hello, world" and edited.edited_at is not None
-        [stored] = dc.bot_messages(GENERAL)
+        [stored] = await dc.wait_bot_messages(GENERAL, 1)
         assert stored.content == "hello, world"
         assert [r.content for r in stored.history] == ["hello"]
         fetched = await general.fetch_message(sent.id)
@@ -640,3 +642,18 @@ async def test_calls_record_the_body_and_a_refused_edit_changes_nothing(dc: Fake
             await sent.edit(content="")
         assert caught.value.code == 50006
         assert stored.content == "a" and stored.history == []
+
+
+async def test_categories_system_messages_and_other_bots(dc: FakeDiscord) -> None:
+    category = dc.channel(GUILD, 850_000_000_000_000_001, "bots", type=4)
+    dc.channel(GUILD, 850_000_000_000_000_002, "gpt", category=category)
+    dc.user(860_000_000_000_000_001, "otherbot", bot=True)
+    async with running(Bot()) as client:
+        gpt = channel(client, 850_000_000_000_000_002)
+        assert gpt.category_id == category.id
+        dc.send_message(gpt.id, ALICE, "", type=7)  # Alice joined
+        dc.send_message(gpt.id, 860_000_000_000_000_001, "beep")
+        await until(lambda: len(client.received) == 2)
+        joined, beep = client.received
+        assert joined.type is discord.MessageType.new_member and joined.is_system()
+        assert beep.author.bot and not beep.is_system()
