@@ -58,7 +58,8 @@ What it does, like discord.com (error codes and texts are Discord's documented o
   (``(guild_id >> 22) % shard_count``; DMs go to shard 0) and intents (MESSAGE_* need
   GUILD_MESSAGES or DIRECT_MESSAGES, GUILD_/THREAD_/CHANNEL_* need GUILDS). The bot
   gets its own messages too, as on Discord (not ephemeral ones). RESUME replays every
-  event after the given seq, then RESUMED; an unknown session gets op 9 (d=false).
+  event after the given seq, then RESUMED; an unknown or ended session (the client
+  closed with 1000/1001, or a non-resumable op 9) gets op 9 (d=false).
   Without the message-content intent, guild messages that neither mention the bot nor
   are its own arrive with empty content, embeds, attachments and components.
 - Interactions: ``slash()`` dispatches INTERACTION_CREATE (type 2); the callback must

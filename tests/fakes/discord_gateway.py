@@ -121,8 +121,7 @@ class Gateway:
         self.fake._notify()
 
     def _send_frame(self, ws: web.WebSocketResponse, frame: dict[str, Any] | None) -> None:
-        """Queue a frame on a socket's writer (one writer keeps frames in order);
-        None closes the socket after what is queued."""
+        """Queue a frame on a socket's writer (one writer keeps frames in order)."""
         outbox = self._outboxes.get(ws)
         if outbox is not None:
             outbox.put_nowait(frame)
@@ -209,6 +208,8 @@ class Gateway:
             self._sockets.discard(ws)
             if conn.close_code is None:
                 conn.close_code = ws.close_code
+                if session is not None and ws.close_code in (1000, 1001):
+                    session.invalid = True  # a client's 1000/1001 close ends its session
             if session is not None and session.ws is ws:
                 session.ws = None
             self.fake._notify()

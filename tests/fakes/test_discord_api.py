@@ -657,3 +657,21 @@ async def test_categories_system_messages_and_other_bots(dc: FakeDiscord) -> Non
         joined, beep = client.received
         assert joined.type is discord.MessageType.new_member and joined.is_system()
         assert beep.author.bot and not beep.is_system()
+
+
+async def test_a_session_closed_with_1000_cannot_be_resumed(dc: FakeDiscord) -> None:
+    identify = {"op": 2, "d": {"token": TOKEN, "intents": 513, "properties": {}}}
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(dc.gateway_url) as ws:
+            assert (await ws.receive_json())["op"] == 10
+            await ws.send_json(identify)
+            ready = await ws.receive_json()
+            assert ready["t"] == "READY" and ready["s"] == 1
+            session_id = ready["d"]["session_id"]
+            await ws.close(code=1000)
+        await dc.wait_for(lambda: dc.sessions[session_id].invalid)
+        async with http.ws_connect(ready["d"]["resume_gateway_url"]) as ws:
+            await ws.receive_json()  # HELLO
+            resume = {"op": 6, "d": {"token": TOKEN, "session_id": session_id, "seq": 1}}
+            await ws.send_json(resume)
+            assert await ws.receive_json() == {"op": 9, "d": False}
