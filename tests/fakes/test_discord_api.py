@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -675,3 +676,17 @@ async def test_a_session_closed_with_1000_cannot_be_resumed(dc: FakeDiscord) -> 
             resume = {"op": 6, "d": {"token": TOKEN, "session_id": session_id, "seq": 1}}
             await ws.send_json(resume)
             assert await ws.receive_json() == {"op": 9, "d": False}
+
+
+async def test_files_from_the_bot_arrive_as_multipart_attachments(dc: FakeDiscord) -> None:
+    async with running(Bot()) as client:
+        sent = await channel(client).send(
+            "the rest is attached",
+            file=discord.File(io.BytesIO(b"long answer"), filename="answer.md"),
+        )
+        [attachment] = sent.attachments
+        assert attachment.filename == "answer.md"
+        assert await attachment.read() == b"long answer"
+    [stored] = dc.bot_messages(GENERAL)
+    assert stored.content == "the rest is attached"
+    assert [(a.filename, a.data) for a in stored.attachments] == [("answer.md", b"long answer")]
