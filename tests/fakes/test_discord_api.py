@@ -54,8 +54,16 @@ async def dc() -> AsyncIterator[FakeDiscord]:
 
 
 class Bot(discord.Client):
-    def __init__(self, *, message_content: bool = True) -> None:
-        super().__init__(intents=intents(message_content), guild_ready_timeout=0.05)
+    def __init__(
+        self,
+        *,
+        message_content: bool = True,
+        intents_: discord.Intents | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(
+            intents=intents_ or intents(message_content), guild_ready_timeout=0.05, **options
+        )
         self.received: list[discord.Message] = []
         self.resumed = 0
         self.threads: list[discord.Thread] = []
@@ -560,8 +568,7 @@ async def test_events_are_filtered_by_the_intents_identified_with(dc: FakeDiscor
     only_dms = discord.Intents.none()
     only_dms.guilds = True
     only_dms.dm_messages = True
-    client = Bot()
-    client._connection._intents = only_dms  # as if built with these intents
+    client = Bot(intents_=only_dms)
     async with running(client):
         dc.send_message(GENERAL, ALICE, "in the guild")
         dc.send_message(dc.dm(ALICE), ALICE, "in a DM")
@@ -594,10 +601,7 @@ async def test_each_shard_gets_its_own_guilds(dc: FakeDiscord) -> None:
     dc.channel(second, OTHER + 10, "general")
     clients = []
     for shard_id in (0, 1):
-        client = Bot()
-        client.shard_id, client.shard_count = shard_id, 2
-        client._connection.shard_count = 2
-        clients.append(client)
+        clients.append(Bot(shard_id=shard_id, shard_count=2))
     async with running(clients[0]) as zero, running(clients[1]) as one:
         assert [g.id for g in zero.guilds] == [GUILD]
         assert [g.id for g in one.guilds] == [second]
