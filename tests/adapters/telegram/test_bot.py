@@ -337,8 +337,10 @@ async def test_group_chatter_the_bot_ignores_shows_no_typing(
     bot = await start_bot()
     for i in range(3):
         tg.send_text(GROUP, ALICE, f"chatter {i}")
+    await tg.wait_for(lambda: not tg.pending_updates)
+    await bot.settled()
+    assert not tg.calls_to("sendChatAction"), "no typing for messages the bot ignores"
     tg.send_text(GROUP, ALICE, "@parley_bot now you")
     await bot.answer(GROUP)
-    typing = [c for c in tg.calls_to("sendChatAction") if c.chat_id == GROUP]
-    assert len(typing) == 1, "typing only for the message that is answered"
+    assert tg.calls_to("sendChatAction"), "typing for the message it answers"
     assert len(bot.llm.chat_requests) == 1
