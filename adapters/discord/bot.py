@@ -1,0 +1,241 @@
+"""The Discord bot: a discord.py Client feeding the chat service.
+
+discord.py does the wire protocol (gateway heartbeats, RESUME after RECONNECT or a
+dropped socket, REST rate-limit buckets and their 429s); every answer goes through the
+shared delivery layer with Discord's limits. Answers run as our own tasks, so a shutdown
+can let them finish within ``shutdown_grace``.
+
+``api_base_url`` and ``gateway_url`` redirect discord.py through two class attributes
+(``discord.http.Route.BASE``, ``discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY``):
+they are process-global, so every Discord bot in one ``parley run`` must use the same
+endpoints (a second bot with other ones is refused at start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import discord
+import discord.gateway
+import discord.http
+import yarl
+
+from adapters.base import Adapter, AdapterStartError, InFlight
+from adapters.delivery.scheduler import DeliveryScheduler
+from adapters.delivery.sink import DeliverySink
+from adapters.delivery.target import PlatformLimits
+from adapters.discord.config import DiscordBotConfig
+from adapters.discord.limits import DISCORD_LIMITS
+from adapters.discord.render import DiscordRenderer
+from adapters.discord.target import DiscordTarget
+from adapters.discord.updates import NO_TEXT_REPLY, Inbound, inbound
+from core.chat_service import ChatService
+from core.http import redact_url
+from core.incoming import ReplyTargetGone
+
+log = logging.getLogger(__name__)
+
+DISALLOWED_INTENTS = 4014
+AUTHENTICATION_FAILED = 4004
+BAD_TOKEN = "Discord rejected the bot token; reset it on the developer portal (Bot → Reset Token)"
+MISSING_INTENT = (
+    "Discord refused the Message Content intent; enable it on the developer portal "
+    "(Bot → Privileged Gateway Intents → Message Content Intent)"
+)
+
+
+def intents() -> discord.Intents:
+    wanted = discord.Intents.none()
+    wanted.guilds = True
+    wanted.guild_messages = True
+    wanted.dm_messages = True
+    wanted.message_content = True
+    return wanted
+
+
+def rest_base(url: str) -> str:
+    """``http://host:port`` for a Discord-compatible server means its /api/v10."""
+    url = url.rstrip("/")
+    return url + "/api/v10" if urlsplit(url).path in ("", "/") else url
+
+
+class _Endpoints:
+    """The process-global redirect of discord.py, shared by the adapters using it and
+    undone when the last one stops."""
+
+    users = 0
+    saved: tuple[str, yarl.URL] | None = None
+    current: tuple[str | None, str | None] = (None, None)
+
+    @classmethod
+    @contextlib.contextmanager
+    def use(cls, api: str | None, gateway: str | None) -> Iterator[None]:
+        if cls.users and cls.current != (api, gateway):
+            raise AdapterStartError(
+                "every Discord bot in one parley process must use the same api_base_url "
+                "and gateway_url (discord.py keeps them process-wide)"
+            )
+        if not cls.users:
+            cls.saved = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
+            cls.current = (api, gateway)
+            if api is not None:
+                discord.http.Route.BASE = rest_base(api)
+            if gateway is not None:
+                discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway)
+        cls.users += 1
+        try:
+            yield
+        finally:
+            cls.users -= 1
+            if not cls.users and cls.saved is not None:
+                discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = (
+                    cls.saved
+                )
+                cls.saved, cls.current = None, (None, None)
+
+
+class _Client(discord.Client):
+    def __init__(self, adapter: DiscordAdapter, **options: Any) -> None:
+        super().__init__(**options)
+        self._adapter = adapter
+
+    async def on_message(self, message: discord.Message) -> None:
+        self._adapter.on_message(message)
+
+
+class DiscordAdapter(Adapter):
+    def __init__(
+        self,
+        config: DiscordBotConfig,
+        service: ChatService,
+        *,
+        limits: PlatformLimits = DISCORD_LIMITS,
+        client_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.service = service
+        self.limits = limits
+        self._client_options = dict(client_options or {})
+        self._renderer = DiscordRenderer(limits.max_length)
+        self._inflight = InFlight(config.name)
+        self._scheduler: DeliveryScheduler | None = None
+        self._client: _Client | None = None
+        self._accepting = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        with _Endpoints.use(self.config.api_base_url, self.config.gateway_url):
+            client = _Client(self, intents=intents(), **self._client_options)
+            self._client = client
+            try:
+                await self._login(client)
+                await self._serve(client, stop)
+            finally:
+                if not client.is_closed():
+                    await client.close()
+
+    async def _login(self, client: _Client) -> None:
+        token = self.config.token.get_secret_value() if self.config.token else ""
+        try:
+            await client.login(token)
+        except discord.LoginFailure:
+            raise AdapterStartError(BAD_TOKEN) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            where = redact_url(discord.http.Route.BASE)
+            raise AdapterStartError(
+                f"cannot reach the Discord API at {where} ({type(exc).__name__}); check the "
+                "network or api_base_url"
+            ) from None
+        except discord.HTTPException as exc:
+            raise AdapterStartError(f"Discord refused to start the bot: {exc.text}") from None
+
+    async def _serve(self, client: _Client, stop: asyncio.Event) -> None:
+        scheduler = DeliveryScheduler(self.limits)
+        self._scheduler = scheduler
+        self._accepting = True
+        connection = asyncio.ensure_future(client.connect(reconnect=True))
+        stopping = asyncio.ensure_future(stop.wait())
+        ready = asyncio.ensure_future(client.wait_until_ready())
+        try:
+            await asyncio.wait({connection, stopping, ready}, return_when=asyncio.FIRST_COMPLETED)
+            if ready.done() and not connection.done():
+                assert client.user is not None
+                log.info("bot %s: %s is up on Discord", self.config.name, client.user)
+                await asyncio.wait({connection, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if connection.done():
+                self._gateway_failed(connection, started=ready.done())
+            log.info("bot %s: stopping", self.config.name)
+            self._accepting = False  # no new messages from here on
+            await self._inflight.drain(self.config.shutdown_grace)
+        finally:
+            self._accepting = False
+            await self._inflight.drain(0)
+            for task in (stopping, ready):
+                task.cancel()
+            await client.close()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(connection, 5)
+            await scheduler.aclose()
+
+    def _gateway_failed(self, connection: asyncio.Future[None], *, started: bool) -> None:
+        """The gateway connection ended by itself: say why, in the operator's words."""
+        exc = connection.exception()
+        if isinstance(exc, discord.PrivilegedIntentsRequired):
+            raise AdapterStartError(MISSING_INTENT) from None
+        if isinstance(exc, discord.ConnectionClosed):
+            if exc.code == DISALLOWED_INTENTS:
+                raise AdapterStartError(MISSING_INTENT) from None
+            if exc.code == AUTHENTICATION_FAILED:
+                raise AdapterStartError(BAD_TOKEN) from None
+        if exc is not None and not started:
+            raise AdapterStartError(f"cannot connect to the Discord gateway: {exc}") from None
+        if exc is not None:
+            raise exc
+        raise AdapterStartError("the Discord gateway connection closed")
+
+    def on_message(self, message: discord.Message) -> None:
+        client = self._client
+        if not self._accepting or client is None or client.user is None:
+            return
+        found = inbound(message, bot=self.config.name, bot_id=client.user.id)
+        if found is not None:
+            # Our own task, so the gateway reader goes on at once; the chat service's
+            # per-scope lock keeps one scope's answers in order.
+            self._inflight.spawn(self._answer(found))
+
+    async def _answer(self, found: Inbound) -> None:
+        assert self._scheduler is not None
+        target = DiscordTarget(
+            found.channel,
+            # In a server the answer replies to the question; in a DM that is only noise.
+            reply_to=None if found.message.is_direct else found.message_id,
+            ping_on_reply=self.config.ping_on_reply,
+        )
+        sink = DeliverySink(
+            self._scheduler,
+            target,
+            self._renderer,
+            stream=self.config.stream,
+            edit_interval=self.config.edit_interval,
+            typing=False,  # the chat service starts it once it decides to answer
+        )
+        try:
+            if found.has_text:
+                await self.service.handle(found.message, sink)
+            else:
+                await sink.complete(NO_TEXT_REPLY)
+        except ReplyTargetGone as exc:
+            log.warning(
+                "bot %s: cannot write in Discord channel %s (%s); check the bot's "
+                "permissions there",
+                self.config.name,
+                found.channel.id,
+                exc,
+            )
+        finally:
+            await sink.aclose()
