@@ -128,7 +128,15 @@ class DiscordAdapter(Adapter):
         self._client: _Client | None = None
         self._accepting = False
 
+    @property
+    def ready(self) -> bool:
+        """Connected, and the guilds of READY are known."""
+        return self._client is not None and self._client.is_ready() and self._accepting
+
     async def run(self, stop: asyncio.Event) -> None:
+        # parley has no voice: discord.py's warnings about voice libraries are noise.
+        discord.VoiceClient.warn_nacl = False
+        discord.VoiceClient.warn_dave = False
         with _Endpoints.use(self.config.api_base_url, self.config.gateway_url):
             client = _Client(self, intents=intents(), **self._client_options)
             self._client = client
@@ -212,6 +220,7 @@ class DiscordAdapter(Adapter):
         assert self._scheduler is not None
         target = DiscordTarget(
             found.channel,
+            bot=self.config.name,
             # In a server the answer replies to the question; in a DM that is only noise.
             reply_to=None if found.message.is_direct else found.message_id,
             ping_on_reply=self.config.ping_on_reply,
@@ -229,13 +238,7 @@ class DiscordAdapter(Adapter):
                 await self.service.handle(found.message, sink)
             else:
                 await sink.complete(NO_TEXT_REPLY)
-        except ReplyTargetGone as exc:
-            log.warning(
-                "bot %s: cannot write in Discord channel %s (%s); check the bot's "
-                "permissions there",
-                self.config.name,
-                found.channel.id,
-                exc,
-            )
+        except ReplyTargetGone:  # NO_TEXT_REPLY only: the chat service catches its own
+            log.info("bot %s: Discord channel %s is gone", self.config.name, found.channel.id)
         finally:
             await sink.aclose()

@@ -54,10 +54,13 @@ class DiscordTarget:
         self,
         channel: Channel,
         *,
+        bot: str = "",
         reply_to: int | None = None,
         ping_on_reply: bool = False,
     ) -> None:
         self._channel = channel
+        self._bot = bot
+        self._told_forbidden = False
         self._reply_to = reply_to
         # Whatever the model wrote, @everyone, @here, roles and users never ping; only
         # the author replied to, and only if the bot's config asks for it.
@@ -117,6 +120,18 @@ class DiscordTarget:
         except discord.RateLimited as exc:  # longer than max_ratelimit_timeout
             raise DeliveryRetryAfter(exc.retry_after, "chat") from exc
         except discord.Forbidden as exc:  # Missing Permissions / Access, or a closed DM
+            # The chat service drops the turn quietly; the operator must still learn
+            # why the bot is silent in this channel (once per answer, not per call).
+            if not self._told_forbidden:
+                self._told_forbidden = True
+                log.warning(
+                    "bot %s: Discord refused to let the bot write in channel %s (%s); "
+                    "check its permissions there (View Channel, Send Messages, Read "
+                    "Message History, Send Messages in Threads)",
+                    self._bot,
+                    self._channel.id,
+                    exc.text or exc.code,
+                )
             raise ReplyTargetGone(f"403 {exc.code}: {exc.text}") from exc
         except discord.NotFound as exc:
             if editing and exc.code == UNKNOWN_MESSAGE:
