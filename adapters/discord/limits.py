@@ -24,4 +24,5 @@ DISCORD_LIMITS = PlatformLimits(
     # that start the next pieces of a long answer.
     edit_interval=1.2,
     typing_interval=8.0,  # "typing…" shows for ~10 s or until the bot's next message
+    typing_spends_global=True,  # POST /channels/{id}/typing is a request like any other
 )

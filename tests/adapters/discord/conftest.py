@@ -46,6 +46,7 @@ FAST = PlatformLimits(
     global_period=0.1,
     edit_interval=0.12,
     typing_interval=0.8,
+    typing_spends_global=True,
 )
 FAST_FLOOD = FloodLimits(channel=(5, 0.5), overall=(50, 0.1), slack=0.02)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 
 import pytest
 
@@ -14,6 +15,7 @@ from tests.adapters.discord.conftest import (
     BOB,
     BOT,
     BOT_ROLE,
+    FAST,
     FAST_FLOOD,
     GENERAL,
     MODS,
@@ -23,7 +25,7 @@ from tests.adapters.discord.conftest import (
     THREAD_B,
     StartBot,
 )
-from tests.fakes.discord_api import FakeDiscord
+from tests.fakes.discord_api import FakeDiscord, FloodLimits
 from tests.fakes.openai_server import Behaviour
 
 
@@ -309,3 +311,23 @@ async def test_sigterm_lets_an_answer_in_flight_finish(
     [answer] = dc.bot_messages(GENERAL)
     assert answer.content == text
     assert len(bot.llm.chat_requests) == 1
+
+
+async def test_many_channels_streaming_at_once_stay_within_the_global_limit(
+    start_bot: StartBot, dc: FakeDiscord
+) -> None:
+    # discord.py paces each channel's bucket from the headers, but learns of the global
+    # limit only from a 429: keeping under it is the shared scheduler's job.
+    channels = [820_000_000_000_000_100 + i for i in range(12)]
+    for channel in channels:
+        dc.channel(dc.guilds[next(iter(dc.guilds))], channel, f"c{channel % 100}")
+    dc.flood = FloodLimits(channel=(5, 0.5), overall=(10, 0.1), slack=0.02)
+    bot = await start_bot(limits=replace(FAST, global_ops=10, global_period=0.1))
+    text = " ".join(f"word{i}" for i in range(150))
+    bot.llm.script(*[Behaviour(reply=text, chunk_delay=0.01) for _ in channels])
+    for channel in channels:
+        dc.send_message(channel, ALICE, f"<@{BOT}> talk")
+    for channel in channels:
+        [answer] = await bot.answer(channel)
+        assert answer.content == text
+    assert dc.count_429 == 0, [(c.route, round(c.time, 3)) for c in dc.calls if c.status == 429]
