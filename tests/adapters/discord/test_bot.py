@@ -18,6 +18,7 @@ from tests.adapters.discord.conftest import (
     FAST,
     FAST_FLOOD,
     GENERAL,
+    GUILD,
     MODS,
     OTHER,
     OTHER_BOT,
@@ -331,3 +332,37 @@ async def test_many_channels_streaming_at_once_stay_within_the_global_limit(
         [answer] = await bot.answer(channel)
         assert answer.content == text
     assert dc.count_429 == 0, [(c.route, round(c.time, 3)) for c in dc.calls if c.status == 429]
+
+
+@pytest.mark.parametrize("fault", ["drop", "invalid_session"])
+async def test_a_dropped_socket_or_resumable_invalid_session_loses_nothing(
+    start_bot: StartBot, dc: FakeDiscord, fault: str
+) -> None:
+    bot = await start_bot()
+    text = " ".join(f"word{i}" for i in range(60))
+    bot.llm.script(Behaviour(reply=text, chunk_delay=0.01), Behaviour(reply="second answer"))
+    dc.send_message(GENERAL, ALICE, f"<@{BOT}> long one")
+    await dc.wait_bot_messages(GENERAL, 1)
+    if fault == "drop":
+        await dc.drop()
+    else:
+        await dc.invalid_session(resumable=True)
+    dc.send_message(GENERAL, BOB, f"<@{BOT}> meanwhile")  # replayed on RESUME
+    parts = await bot.answer(GENERAL, 2)
+    assert [p.content for p in parts] == [text, "second answer"]
+    assert len(dc.identifies) == 1, "resumed, not identified anew"
+
+
+async def test_allowed_roles_and_guilds_admit_only_who_they_name(
+    start_bot: StartBot, dc: FakeDiscord
+) -> None:
+    bot = await start_bot(allowed_roles=[str(MODS)], allowed_guilds=[GUILD])
+    dc.send_message(GENERAL, BOB, f"<@{BOT}> I lack the role")
+    dc.send_message(GENERAL, ALICE, f"<@{BOT}> I am a mod")
+    await bot.answer(GENERAL, 1)
+    await bot.settled()
+    assert [p[-1] for p in bot.prompts()] == [("user", "I am a mod")]
+    dm = dc.dm(BOB)
+    dc.send_message(dm, BOB, "roles do not apply in DMs")
+    await bot.answer(dm.id, 1)
+    assert bot.prompts()[-1][-1] == ("user", "roles do not apply in DMs")

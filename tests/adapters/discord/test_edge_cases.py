@@ -3,7 +3,12 @@ retry, code blocks mid-stream, and the pure helpers behind mentions and fences."
 
 from __future__ import annotations
 
-from adapters.discord.bot import rest_base
+import discord.gateway
+import discord.http
+import pytest
+
+from adapters.base import AdapterStartError
+from adapters.discord.bot import _Endpoints, rest_base
 from adapters.discord.render import DiscordRenderer, open_fence
 from adapters.discord.updates import strip_mentions
 from tests.adapters.discord.conftest import BOT, GENERAL, OTHER, StartBot
@@ -77,3 +82,20 @@ async def test_a_streamed_code_block_is_never_shown_unclosed(
     shown = [r.content for r in answer.history] + [answer.content]
     assert any("```python" in c for c in shown[:-1]), "the block was seen mid-stream"
     assert all(c.count("```") % 2 == 0 for c in shown)
+
+
+def test_endpoints_are_process_wide_shared_and_restored() -> None:
+    base = discord.http.Route.BASE
+    gateway = discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+    with _Endpoints.use("http://127.0.0.1:1", "ws://127.0.0.1:1/gateway"):
+        assert discord.http.Route.BASE == "http://127.0.0.1:1/api/v10"
+        with _Endpoints.use("http://127.0.0.1:1", "ws://127.0.0.1:1/gateway"):
+            pass  # a second bot on the same endpoints is fine
+        assert discord.http.Route.BASE == "http://127.0.0.1:1/api/v10", "still in use"
+        with (
+            pytest.raises(AdapterStartError, match="same api_base_url"),
+            _Endpoints.use("http://127.0.0.1:2", None),
+        ):
+            pass
+    assert base == discord.http.Route.BASE
+    assert gateway == discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
