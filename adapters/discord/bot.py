@@ -109,6 +109,17 @@ class _Client(discord.Client):
         self._adapter.on_message(message)
 
 
+class _ShardedClient(discord.AutoShardedClient):
+    """``shard_count`` (and ``shard_ids``): several processes share one bot's shards."""
+
+    def __init__(self, adapter: DiscordAdapter, **options: Any) -> None:
+        super().__init__(**options)
+        self._adapter = adapter
+
+    async def on_message(self, message: discord.Message) -> None:
+        self._adapter.on_message(message)
+
+
 class DiscordAdapter(Adapter):
     def __init__(
         self,
@@ -125,7 +136,7 @@ class DiscordAdapter(Adapter):
         self._renderer = DiscordRenderer(limits.max_length)
         self._inflight = InFlight(config.name)
         self._scheduler: DeliveryScheduler | None = None
-        self._client: _Client | None = None
+        self._client: discord.Client | None = None
         self._accepting = False
 
     @property
@@ -138,7 +149,7 @@ class DiscordAdapter(Adapter):
         discord.VoiceClient.warn_nacl = False
         discord.VoiceClient.warn_dave = False
         with _Endpoints.use(self.config.api_base_url, self.config.gateway_url):
-            client = _Client(self, intents=intents(), **self._client_options)
+            client = self._build()
             self._client = client
             try:
                 await self._login(client)
@@ -147,7 +158,18 @@ class DiscordAdapter(Adapter):
                 if not client.is_closed():
                     await client.close()
 
-    async def _login(self, client: _Client) -> None:
+    def _build(self) -> discord.Client:
+        options: dict[str, Any] = {"intents": intents(), **self._client_options}
+        if self.config.shard_count is None:
+            return _Client(self, **options)
+        return _ShardedClient(
+            self,
+            shard_count=self.config.shard_count,
+            shard_ids=self.config.shard_ids,
+            **options,
+        )
+
+    async def _login(self, client: discord.Client) -> None:
         token = self.config.token.get_secret_value() if self.config.token else ""
         try:
             await client.login(token)
@@ -162,7 +184,7 @@ class DiscordAdapter(Adapter):
         except discord.HTTPException as exc:
             raise AdapterStartError(f"Discord refused to start the bot: {exc.text}") from None
 
-    async def _serve(self, client: _Client, stop: asyncio.Event) -> None:
+    async def _serve(self, client: discord.Client, stop: asyncio.Event) -> None:
         scheduler = DeliveryScheduler(self.limits)
         self._scheduler = scheduler
         self._accepting = True

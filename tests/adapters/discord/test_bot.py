@@ -366,3 +366,21 @@ async def test_allowed_roles_and_guilds_admit_only_who_they_name(
     dc.send_message(dm, BOB, "roles do not apply in DMs")
     await bot.answer(dm.id, 1)
     assert bot.prompts()[-1][-1] == ("user", "roles do not apply in DMs")
+
+
+async def test_a_process_serves_only_its_shards_guilds(
+    start_bot: StartBot, dc: FakeDiscord
+) -> None:
+    # 810...001 >> 22 is even: shard 0 of 2. A second guild on shard 1.
+    other_guild = next(
+        g for g in range(GUILD + (1 << 22), GUILD + (4 << 22), 1 << 22) if (g >> 22) % 2 == 1
+    )
+    far = dc.channel(dc.guild(other_guild, "Far"), 820_000_000_000_000_200, "far")
+    dc.member(other_guild, ALICE)
+    bot = await start_bot(shard_count=2, shard_ids=[1])
+    assert [i["shard"] for i in dc.identifies] == [[1, 2]]
+    dc.send_message(GENERAL, ALICE, f"<@{BOT}> shard 0 is not mine")
+    dc.send_message(far, ALICE, f"<@{BOT}> shard 1 is")
+    [answer] = await bot.answer(far.id)
+    assert answer.content == "Echo: shard 1 is"
+    assert dc.bot_messages(GENERAL) == []

@@ -11,6 +11,7 @@ from adapters.base import AdapterStartError
 from adapters.discord.bot import _Endpoints, rest_base
 from adapters.discord.render import DiscordRenderer, open_fence
 from adapters.discord.updates import strip_mentions
+from bots.config import ConfigError, parse_config
 from tests.adapters.discord.conftest import BOT, GENERAL, OTHER, StartBot
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.openai_server import Behaviour
@@ -99,3 +100,18 @@ def test_endpoints_are_process_wide_shared_and_restored() -> None:
             pass
     assert base == discord.http.Route.BASE
     assert gateway == discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ({"shard_ids": [0]}, "shard_ids: needs shard_count"),
+        ({"shard_ids": [2], "shard_count": 2}, "shard_ids: each id once, from 0 to 1"),
+        ({"shard_ids": [0, 0], "shard_count": 2}, "shard_ids: each id once"),
+    ],
+)
+def test_shard_keys_are_checked_with_one_line(keys: dict[str, object], message: str) -> None:
+    bot = {"name": "a", "platform": "discord", "token": "t", **keys}
+    with pytest.raises(ConfigError, match=message) as caught:
+        parse_config({"bots": [bot]})
+    assert "\n" not in str(caught.value)
