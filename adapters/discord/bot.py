@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -30,6 +31,7 @@ from adapters.base import Adapter, AdapterStartError, InFlight
 from adapters.delivery.scheduler import DeliveryScheduler
 from adapters.delivery.sink import DeliverySink
 from adapters.delivery.target import PlatformLimits
+from adapters.discord.attachments import TooLong, with_attachments
 from adapters.discord.config import DiscordBotConfig
 from adapters.discord.limits import DISCORD_LIMITS
 from adapters.discord.render import DiscordRenderer
@@ -37,13 +39,14 @@ from adapters.discord.target import DiscordTarget
 from adapters.discord.updates import NO_TEXT_REPLY, Inbound, inbound
 from core.chat_service import ChatService
 from core.http import redact_url
-from core.incoming import ReplyTargetGone
+from core.incoming import IncomingMessage, ReplyTargetGone
 
 log = logging.getLogger(__name__)
 
 DISALLOWED_INTENTS = 4014
 AUTHENTICATION_FAILED = 4004
 BAD_TOKEN = "Discord rejected the bot token; reset it on the developer portal (Bot → Reset Token)"
+TOO_LONG_FILES = "Those files are too long for me: the limit is {limit} characters in all."
 MISSING_INTENT = (
     "Discord refused the Message Content intent; enable it on the developer portal "
     "(Bot → Privileged Gateway Intents → Message Content Intent)"
@@ -228,6 +231,18 @@ class DiscordAdapter(Adapter):
             raise exc
         raise AdapterStartError("the Discord gateway connection closed")
 
+    def _will_read(self, msg: IncomingMessage) -> bool:
+        """Whether the chat service will look at ``msg`` (so its files are worth
+        downloading): addressed to the bot, and from someone allowed."""
+        policy = self.service.policy
+        addressed = (
+            msg.is_direct
+            or msg.addresses_bot
+            or msg.reply_to_bot
+            or policy.group_trigger == "always"
+        )
+        return addressed and policy.is_allowed(msg)
+
     def on_message(self, message: discord.Message) -> None:
         client = self._client
         if not self._accepting or client is None or client.user is None:
@@ -256,8 +271,18 @@ class DiscordAdapter(Adapter):
             typing=False,  # the chat service starts it once it decides to answer
         )
         try:
+            message = found.message
+            if found.files and self._will_read(message):
+                try:
+                    text = await with_attachments(
+                        message.text, list(found.files), self.config.max_input_chars
+                    )
+                except TooLong:
+                    await sink.complete(TOO_LONG_FILES.format(limit=self.config.max_input_chars))
+                    return
+                message = dataclasses.replace(message, text=text)
             if found.has_text:
-                await self.service.handle(found.message, sink)
+                await self.service.handle(message, sink)
             else:
                 await sink.complete(NO_TEXT_REPLY)
         except ReplyTargetGone:  # NO_TEXT_REPLY only: the chat service catches its own

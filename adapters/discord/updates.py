@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import discord
 
+from adapters.discord.attachments import is_text
 from adapters.discord.target import Channel
 from core.incoming import IncomingMessage
 
@@ -37,6 +38,8 @@ class Inbound:
     channel: Channel
     message_id: int
     has_text: bool
+    files: tuple[discord.Attachment, ...] = ()
+    """Text attachments to read into the message, once the bot is sure to look at it."""
 
 
 def _reply_to(message: discord.Message, bot_id: int) -> tuple[str | None, bool]:
@@ -76,8 +79,9 @@ def inbound(message: discord.Message, *, bot: str, bot_id: int) -> Inbound | Non
     channel = message.channel
     direct = isinstance(channel, discord.DMChannel)
     raw = message.content
-    if not raw and not direct:
-        return None  # an attachment alone, or no message-content intent: nothing to read
+    files = tuple(a for a in message.attachments if is_text(a))
+    if not raw and not files and not direct:
+        return None  # an image alone, or no message-content intent: nothing to read
     text, addressed = strip_mentions(raw, bot_id, _bot_roles(message, bot_id))
     reply_to, reply_to_bot = _reply_to(message, bot_id)
     thread = isinstance(channel, discord.Thread)
@@ -98,4 +102,4 @@ def inbound(message: discord.Message, *, bot: str, bot_id: int) -> Inbound | Non
         guild_id=str(message.guild.id) if message.guild is not None else None,
         user_roles=tuple(str(role.id) for role in roles),
     )
-    return Inbound(incoming, channel, message.id, bool(raw))
+    return Inbound(incoming, channel, message.id, bool(raw or files), files)

@@ -384,3 +384,32 @@ async def test_a_process_serves_only_its_shards_guilds(
     [answer] = await bot.answer(far.id)
     assert answer.content == "Echo: shard 1 is"
     assert dc.bot_messages(GENERAL) == []
+
+
+async def test_text_attachments_are_read_as_part_of_the_message(
+    start_bot: StartBot, dc: FakeDiscord
+) -> None:
+    bot = await start_bot(max_input_chars=200)
+    dc.send_message(
+        GENERAL,
+        ALICE,
+        f"<@{BOT}> what does this do?",
+        attachments=[("main.py", "print('hi')\n"), ("photo.png", b"\x89PNG\r\n")],
+    )
+    await bot.answer(GENERAL, 1)
+    assert bot.prompts()[-1][-1] == (
+        "user",
+        "what does this do?\n\n[attached file main.py]\nprint('hi')",
+    )
+    dc.send_message(GENERAL, BOB, "chatter with a file", attachments=[("notes.md", "# hi")])
+    dc.send_message(GENERAL, ALICE, f"<@{BOT}> and this?", attachments=[("big.txt", "x" * 190)])
+    [_, refusal] = await bot.answer(GENERAL, 2)
+    assert "too long" in refusal.content and "200" in refusal.content
+    dc.send_message(GENERAL, ALICE, f"<@{BOT}> huge", attachments=[("huge.log", "y" * 5000)])
+    [*_, refusal2] = await bot.answer(GENERAL, 3)
+    assert "too long" in refusal2.content
+    assert len(bot.llm.chat_requests) == 1, "no backend call for what was refused"
+    downloads = [c for c in dc.calls if "attachments" in c.path]
+    assert not any(
+        "notes.md" in c.path or "huge.log" in c.path or "photo" in c.path for c in downloads
+    )
