@@ -32,10 +32,11 @@ from adapters.delivery.scheduler import DeliveryScheduler
 from adapters.delivery.sink import DeliverySink
 from adapters.delivery.target import PlatformLimits
 from adapters.discord.attachments import TooLong, with_attachments
+from adapters.discord.commands import command_tree, sync
 from adapters.discord.config import DiscordBotConfig
 from adapters.discord.limits import DISCORD_LIMITS
 from adapters.discord.render import DiscordRenderer
-from adapters.discord.target import DiscordTarget
+from adapters.discord.target import DiscordTarget, InteractionTarget
 from adapters.discord.updates import NO_TEXT_REPLY, Inbound, inbound
 from core.chat_service import ChatService
 from core.http import redact_url
@@ -154,8 +155,16 @@ class DiscordAdapter(Adapter):
         with _Endpoints.use(self.config.api_base_url, self.config.gateway_url):
             client = self._build()
             self._client = client
+            tree = command_tree(
+                client,
+                bot=self.config.name,
+                policy=self.service.policy,
+                answer=self._answer_command,
+            )
             try:
                 await self._login(client)
+                guilds = [int(g) for g in self.config.command_guilds]
+                await sync(tree, guilds, self.config.name)
                 await self._serve(client, stop)
             finally:
                 if not client.is_closed():
@@ -252,6 +261,37 @@ class DiscordAdapter(Adapter):
             # Our own task, so the gateway reader goes on at once; the chat service's
             # per-scope lock keeps one scope's answers in order.
             self._inflight.spawn(self._answer(found))
+
+    async def _answer_command(
+        self, interaction: discord.Interaction[Any], msg: IncomingMessage, is_command: bool
+    ) -> None:
+        if not self._accepting:
+            await interaction.delete_original_response()
+            return
+        self._inflight.spawn(self._answer_interaction(interaction, msg, is_command))
+
+    async def _answer_interaction(
+        self, interaction: discord.Interaction[Any], msg: IncomingMessage, is_command: bool
+    ) -> None:
+        assert self._scheduler is not None
+        target = InteractionTarget(
+            interaction, bot=self.config.name, ping_on_reply=self.config.ping_on_reply
+        )
+        sink = DeliverySink(
+            self._scheduler,
+            target,
+            self._renderer,
+            stream=self.config.stream,
+            edit_interval=self.config.edit_interval,
+            typing=False,
+        )
+        try:
+            await self.service.handle(msg, sink, commands=is_command)
+        finally:
+            await sink.aclose()
+            if not target.used:  # nothing to say (e.g. an empty prompt): no "thinking…"
+                with contextlib.suppress(discord.HTTPException):
+                    await interaction.delete_original_response()
 
     async def _answer(self, found: Inbound) -> None:
         assert self._scheduler is not None
