@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 DISALLOWED_INTENTS = 4014
 AUTHENTICATION_FAILED = 4004
 BAD_TOKEN = "Discord rejected the bot token; reset it on the developer portal (Bot → Reset Token)"
+THREAD_NAME_MAX = 100  # Discord's limit for a thread name
 TOO_LONG_FILES = "Those files are too long for me: the limit is {limit} characters in all."
 MISSING_INTENT = (
     "Discord refused the Message Content intent; enable it on the developer portal "
@@ -256,7 +257,12 @@ class DiscordAdapter(Adapter):
         client = self._client
         if not self._accepting or client is None or client.user is None:
             return
-        found = inbound(message, bot=self.config.name, bot_id=client.user.id)
+        found = inbound(
+            message,
+            bot=self.config.name,
+            bot_id=client.user.id,
+            auto_thread=self.config.auto_thread,
+        )
         if found is not None:
             # Our own task, so the gateway reader goes on at once; the chat service's
             # per-scope lock keeps one scope's answers in order.
@@ -293,13 +299,42 @@ class DiscordAdapter(Adapter):
                 with contextlib.suppress(discord.HTTPException):
                     await interaction.delete_original_response()
 
+    async def _open_thread(self, found: Inbound) -> Inbound:
+        """With ``auto_thread``, a question the bot answers in a channel opens a public
+        thread named from it, and the answer and the conversation go on there."""
+        raw = found.raw
+        if (
+            not self.config.auto_thread
+            or raw is None
+            or not isinstance(found.channel, discord.TextChannel)
+            or not self._will_read(found.message)
+        ):
+            return found
+        first_line = found.message.text.strip().splitlines()[0] if found.message.text else ""
+        name = first_line[:THREAD_NAME_MAX].strip() or "Conversation"
+        try:
+            thread = await raw.create_thread(name=name)
+        except discord.HTTPException as exc:
+            log.warning(
+                "bot %s: could not open a thread in channel %s (%s); answering there; "
+                "the bot needs Create Public Threads and Send Messages in Threads",
+                self.config.name,
+                found.channel.id,
+                exc.text or exc.status,
+            )
+            return found
+        message = dataclasses.replace(found.message, thread_id=str(thread.id))
+        return dataclasses.replace(found, message=message, channel=thread, in_new_thread=True)
+
     async def _answer(self, found: Inbound) -> None:
         assert self._scheduler is not None
+        found = await self._open_thread(found)
         target = DiscordTarget(
             found.channel,
             bot=self.config.name,
-            # In a server the answer replies to the question; in a DM that is only noise.
-            reply_to=None if found.message.is_direct else found.message_id,
+            # In a server the answer replies to the question; in a DM that is only
+            # noise, and a thread opened from the question already shows it.
+            reply_to=None if found.message.is_direct or found.in_new_thread else found.message_id,
             ping_on_reply=self.config.ping_on_reply,
         )
         sink = DeliverySink(

@@ -40,6 +40,9 @@ class Inbound:
     has_text: bool
     files: tuple[discord.Attachment, ...] = ()
     """Text attachments to read into the message, once the bot is sure to look at it."""
+    raw: discord.Message | None = None
+    in_new_thread: bool = False
+    """The bot has just opened ``channel`` from this message (``auto_thread``)."""
 
 
 def _reply_to(message: discord.Message, bot_id: int) -> tuple[str | None, bool]:
@@ -68,9 +71,12 @@ def strip_mentions(text: str, bot_id: int, role_ids: set[int]) -> tuple[str, boo
     return (stripped.strip(), True) if count else (text, False)
 
 
-def inbound(message: discord.Message, *, bot: str, bot_id: int) -> Inbound | None:
+def inbound(
+    message: discord.Message, *, bot: str, bot_id: int, auto_thread: bool = False
+) -> Inbound | None:
     """The message if parley acts on it; None for what it ignores: other bots (and
-    itself), webhooks, system messages, guild messages without text."""
+    itself), webhooks, system messages, guild messages without text. With
+    ``auto_thread``, every message in a thread the bot opened is addressed to it."""
     author = message.author
     if author.bot or author.system or message.webhook_id is not None:
         return None
@@ -83,6 +89,8 @@ def inbound(message: discord.Message, *, bot: str, bot_id: int) -> Inbound | Non
     if not raw and not files and not direct:
         return None  # an image alone, or no message-content intent: nothing to read
     text, addressed = strip_mentions(raw, bot_id, _bot_roles(message, bot_id))
+    if auto_thread and isinstance(channel, discord.Thread) and channel.owner_id == bot_id:
+        addressed = True  # the conversation goes on in the thread it opened
     reply_to, reply_to_bot = _reply_to(message, bot_id)
     thread = isinstance(channel, discord.Thread)
     chat_id = channel.parent_id if isinstance(channel, discord.Thread) else channel.id
@@ -102,4 +110,4 @@ def inbound(message: discord.Message, *, bot: str, bot_id: int) -> Inbound | Non
         guild_id=str(message.guild.id) if message.guild is not None else None,
         user_roles=tuple(str(role.id) for role in roles),
     )
-    return Inbound(incoming, channel, message.id, bool(raw or files), files)
+    return Inbound(incoming, channel, message.id, bool(raw or files), files, message)

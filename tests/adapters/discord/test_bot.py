@@ -413,3 +413,34 @@ async def test_text_attachments_are_read_as_part_of_the_message(
     assert not any(
         "notes.md" in c.path or "huge.log" in c.path or "photo" in c.path for c in downloads
     )
+
+
+async def test_auto_thread_opens_a_thread_per_question_and_goes_on_there(
+    start_bot: StartBot, dc: FakeDiscord
+) -> None:
+    bot = await start_bot(auto_thread=True, scope="thread")
+    question = dc.send_message(GENERAL, ALICE, f"<@{BOT}> How do tides work?\nDetails please")
+    [answer] = await bot.answer(question.id)  # a thread opened from a message has its id
+    thread = dc.channels[question.id]
+    assert thread.name == "How do tides work?" and thread.parent_id == GENERAL
+    assert answer.content == "Echo: How do tides work?\nDetails please"
+    assert dc.bot_messages(GENERAL) == [], "the answer went to the thread"
+    dc.send_message(thread, ALICE, "and the moon?")  # no mention needed in its thread
+    await bot.answer(thread.id, 2)
+    assert [c for _, c in bot.prompts()[-1]][-1] == "and the moon?"
+    assert len(bot.prompts()[-1]) == 3
+    other = dc.send_message(GENERAL, BOB, f"<@{BOT}> something else")
+    await bot.answer(other.id)
+    assert bot.prompts()[-1] == [("user", "something else")], "each thread its own scope"
+
+
+async def test_auto_thread_without_thread_permission_answers_in_the_channel(
+    start_bot: StartBot, dc: FakeDiscord, caplog: pytest.LogCaptureFixture
+) -> None:
+    bot = await start_bot(auto_thread=True)
+    dc.fail_next("threads", 403, "Missing Permissions", code=50013)
+    with caplog.at_level(logging.WARNING):
+        dc.send_message(GENERAL, ALICE, f"<@{BOT}> hi")
+        [answer] = await bot.answer(GENERAL)
+    assert answer.content == "Echo: hi"
+    assert any("Create Public Threads" in r.getMessage() for r in caplog.records)
