@@ -164,12 +164,20 @@ class DiscordAdapter(Adapter):
             )
             try:
                 await self._login(client)
-                guilds = [int(g) for g in self.config.command_guilds]
-                await sync(tree, guilds, self.config.name)
+                await sync(tree, self._command_guilds(), self.config.name)
                 await self._serve(client, stop)
             finally:
                 if not client.is_closed():
                     await client.close()
+
+    def _command_guilds(self) -> list[int]:
+        try:
+            return [int(g) for g in self.config.command_guilds]
+        except ValueError:
+            raise AdapterStartError(
+                "command_guilds: server ids are numbers (Developer Mode → right-click the "
+                "server → Copy Server ID)"
+            ) from None
 
     def _build(self) -> discord.Client:
         options: dict[str, Any] = {"intents": intents(), **self._client_options}

@@ -115,3 +115,10 @@ def test_shard_keys_are_checked_with_one_line(keys: dict[str, object], message: 
     with pytest.raises(ConfigError, match=message) as caught:
         parse_config({"bots": [bot]})
     assert "\n" not in str(caught.value)
+
+
+async def test_a_command_guild_that_is_not_an_id_stops_with_one_line(
+    start_bot: StartBot,
+) -> None:
+    with pytest.raises(AdapterStartError, match="command_guilds: server ids are numbers"):
+        await start_bot(command_guilds=["my-server"])
