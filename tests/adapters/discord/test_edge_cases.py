@@ -122,3 +122,9 @@ async def test_a_command_guild_that_is_not_an_id_stops_with_one_line(
 ) -> None:
     with pytest.raises(AdapterStartError, match="command_guilds: server ids are numbers"):
         await start_bot(command_guilds=["my-server"])
+
+
+async def test_an_unreachable_api_stops_with_one_line(start_bot: StartBot) -> None:
+    with pytest.raises(AdapterStartError, match="cannot reach the Discord API at") as caught:
+        await start_bot(api_base_url="http://127.0.0.1:9")
+    assert "\n" not in str(caught.value)
