@@ -40,6 +40,7 @@ test: lint typecheck pytest
 bench: $(VENV)/.dev-installed
 	$(BIN)/python -m bench.chat_overhead
 	$(BIN)/python -m bench.telegram_flood
+	$(BIN)/python -m bench.discord_flood
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

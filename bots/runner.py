@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 PLATFORMS: dict[str, tuple[str, str, str | None]] = {
     "console": ("adapters.console", "ConsoleAdapter", None),
     "telegram": ("adapters.telegram.bot", "TelegramAdapter", "telegram"),
+    "discord": ("adapters.discord.bot", "DiscordAdapter", "discord"),
 }
 # Beyond the adapters' own grace periods: how long a stuck shutdown may take.
 SHUTDOWN_MARGIN = 5.0

@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import Protocol
 
 from adapters.delivery.target import DeliveryError, DeliveryTarget, PlatformLimits, RetryAfter
-from core.ratelimit import SlidingWindow
+from core.ratelimit import Reservation, SlidingWindow
 
 log = logging.getLogger(__name__)
 
@@ -142,16 +142,35 @@ class DeliveryScheduler:
 
     def typing_wait(self, chat_key: str) -> float:
         """0.0 and counted if the chat may show "typing" now, else the seconds until it
-        may: at most once per ``typing_interval`` per chat, whichever sink asks."""
+        may: at most once per ``typing_interval`` per chat, whichever sink asks. Where
+        typing spends the global budget, it also waits for that; the caller then takes
+        ``typing_slot`` for the request."""
         chat = self._chats.get(chat_key)
         now = self.clock()
-        if chat is None:
-            return 0.0
-        wait = chat.typed_at + self.limits.typing_interval - now
+        wait = 0.0 if chat is None else chat.typed_at + self.limits.typing_interval - now
+        if wait <= 0 and self.limits.typing_spends_global:
+            wait = self._global.wait_time(now)
+            if math.isinf(wait):  # global slots in flight: look again shortly
+                wait = self.limits.global_period / max(self.limits.global_ops, 1)
         if wait > 0:
             return wait
-        chat.typed_at = now
+        if chat is not None:
+            chat.typed_at = now
         return 0.0
+
+    def typing_slot(self) -> Reservation | None:
+        """The global slot of a typing request about to be made (None where typing is
+        free); settle it with ``typing_done``."""
+        return self._global.reserve() if self.limits.typing_spends_global else None
+
+    def typing_done(self, slot: Reservation | None, *, called: bool) -> None:
+        if slot is None:
+            return
+        if called:
+            slot.done(self.clock())  # dated when the answer arrived, as sends are
+        else:
+            slot.cancel()
+        self._wake.set()
 
     # --- lifecycle -------------------------------------------------------------------
 

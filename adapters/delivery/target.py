@@ -35,6 +35,9 @@ class PlatformLimits:
     typing_interval: float = 4.5
     """The typing indicator fades after ~5 s (Telegram) / ~10 s (Discord): re-sent this
     often until the first text is visible."""
+    typing_spends_global: bool = False
+    """Whether a typing request counts against ``global_ops`` (Discord: every REST
+    request does; Telegram's message limits leave chat actions out)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,9 @@ log = logging.getLogger(__name__)
 class TypingLoop:
     """Calls ``target.typing()`` now and every ``typing_interval`` until stopped.
 
-    Typing is not a message, so it spends no budget; the scheduler still keeps it to
-    once per interval per chat, whichever answers in that chat ask. Failures are
+    Typing is not a message, so it spends no chat budget; the scheduler keeps it to
+    once per interval per chat, whichever answers in that chat ask, and where the
+    platform counts it as a request (Discord) it spends the global budget. Failures are
     ignored (the indicator is cosmetic), except a destination that has gone, which is
     handed to ``on_gone``.
     """
@@ -56,15 +57,22 @@ class TypingLoop:
         while not self._stopped:
             wait = self._scheduler.typing_wait(self._target.chat_key)
             if wait <= 0:
+                slot = self._scheduler.typing_slot()
+                called = False
                 try:
                     await self._target.typing()
+                    called = True
                 except ReplyTargetGone as exc:
+                    called = True  # refused, but the platform counted the request
                     self._stopped = True
                     self._on_gone(exc)
                     return
                 except DeliveryError as exc:
+                    called = True
                     log.debug("typing indicator refused: %s", exc)
                 except Exception as exc:
                     log.debug("typing indicator failed: %s", type(exc).__name__)
+                finally:
+                    self._scheduler.typing_done(slot, called=called)
                 wait = interval
             await asyncio.sleep(wait)

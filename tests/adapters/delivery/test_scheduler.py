@@ -122,3 +122,22 @@ async def test_group_chats_also_spend_the_group_budget(
     assert busiest(platform.of("p", *MESSAGES), 0.4) > 3  # a private chat is freer
     for ids in got:
         assert [platform.messages[i] for i in ids] == finals(text, grouped, renderer)
+
+
+async def test_typing_spends_the_global_budget_only_where_the_platform_counts_it() -> None:
+    free = PlatformLimits(max_length=100, global_ops=1, global_period=10.0)
+    counted = PlatformLimits(
+        max_length=100, global_ops=1, global_period=10.0, typing_spends_global=True
+    )
+    async with DeliveryScheduler(free) as scheduler:
+        assert scheduler.typing_slot() is None
+        assert scheduler.typing_wait("a") == 0.0
+        assert scheduler.typing_wait("b") == 0.0
+    async with DeliveryScheduler(counted) as scheduler:
+        slot = scheduler.typing_slot()
+        assert scheduler.typing_wait("b") > 0, "a typing request in flight holds the slot"
+        scheduler.typing_done(slot, called=True)
+        assert scheduler.typing_wait("b") > 5, "the one request per 10 s is spent"
+    async with DeliveryScheduler(counted) as scheduler:
+        scheduler.typing_done(scheduler.typing_slot(), called=False)
+        assert scheduler.typing_wait("c") == 0.0, "a request never made costs nothing"

@@ -1,0 +1,374 @@
+"""The Discord bot: a discord.py Client feeding the chat service.
+
+discord.py does the wire protocol (gateway heartbeats, RESUME after RECONNECT or a
+dropped socket, REST rate-limit buckets and their 429s); every answer goes through the
+shared delivery layer with Discord's limits. Answers run as our own tasks, so a shutdown
+can let them finish within ``shutdown_grace``.
+
+``api_base_url`` and ``gateway_url`` redirect discord.py through two class attributes
+(``discord.http.Route.BASE``, ``discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY``):
+they are process-global, so every Discord bot in one ``parley run`` must use the same
+endpoints (a second bot with other ones is refused at start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import discord
+import discord.gateway
+import discord.http
+import yarl
+
+from adapters.base import Adapter, AdapterStartError, InFlight
+from adapters.delivery.scheduler import DeliveryScheduler
+from adapters.delivery.sink import DeliverySink
+from adapters.delivery.target import PlatformLimits
+from adapters.discord.attachments import TooLong, with_attachments
+from adapters.discord.commands import command_tree, sync
+from adapters.discord.config import DiscordBotConfig
+from adapters.discord.limits import DISCORD_LIMITS
+from adapters.discord.render import DiscordRenderer
+from adapters.discord.target import DiscordTarget, InteractionTarget
+from adapters.discord.updates import NO_TEXT_REPLY, Inbound, inbound
+from core.chat_service import ChatService
+from core.http import redact_url
+from core.incoming import IncomingMessage, ReplyTargetGone
+
+log = logging.getLogger(__name__)
+
+DISALLOWED_INTENTS = 4014
+AUTHENTICATION_FAILED = 4004
+BAD_TOKEN = "Discord rejected the bot token; reset it on the developer portal (Bot → Reset Token)"
+THREAD_NAME_MAX = 100  # Discord's limit for a thread name
+TOO_LONG_FILES = "Those files are too long for me: the limit is {limit} characters in all."
+MISSING_INTENT = (
+    "Discord refused the Message Content intent; enable it on the developer portal "
+    "(Bot → Privileged Gateway Intents → Message Content Intent)"
+)
+
+
+def intents() -> discord.Intents:
+    wanted = discord.Intents.none()
+    wanted.guilds = True
+    wanted.guild_messages = True
+    wanted.dm_messages = True
+    wanted.message_content = True
+    return wanted
+
+
+def rest_base(url: str) -> str:
+    """``http://host:port`` for a Discord-compatible server means its /api/v10."""
+    url = url.rstrip("/")
+    return url + "/api/v10" if urlsplit(url).path in ("", "/") else url
+
+
+class _Endpoints:
+    """The process-global redirect of discord.py, shared by the adapters using it and
+    undone when the last one stops."""
+
+    users = 0
+    saved: tuple[str, yarl.URL] | None = None
+    current: tuple[str | None, str | None] = (None, None)
+
+    @classmethod
+    @contextlib.contextmanager
+    def use(cls, api: str | None, gateway: str | None) -> Iterator[None]:
+        if cls.users and cls.current != (api, gateway):
+            raise AdapterStartError(
+                "every Discord bot in one parley process must use the same api_base_url "
+                "and gateway_url (discord.py keeps them process-wide)"
+            )
+        if not cls.users:
+            cls.saved = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
+            cls.current = (api, gateway)
+            if api is not None:
+                discord.http.Route.BASE = rest_base(api)
+            if gateway is not None:
+                discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway)
+        cls.users += 1
+        try:
+            yield
+        finally:
+            cls.users -= 1
+            if not cls.users and cls.saved is not None:
+                discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = (
+                    cls.saved
+                )
+                cls.saved, cls.current = None, (None, None)
+
+
+class _Client(discord.Client):
+    def __init__(self, adapter: DiscordAdapter, **options: Any) -> None:
+        super().__init__(**options)
+        self._adapter = adapter
+
+    async def on_message(self, message: discord.Message) -> None:
+        self._adapter.on_message(message)
+
+
+class _ShardedClient(discord.AutoShardedClient):
+    """``shard_count`` (and ``shard_ids``): several processes share one bot's shards."""
+
+    def __init__(self, adapter: DiscordAdapter, **options: Any) -> None:
+        super().__init__(**options)
+        self._adapter = adapter
+
+    async def on_message(self, message: discord.Message) -> None:
+        self._adapter.on_message(message)
+
+
+class DiscordAdapter(Adapter):
+    def __init__(
+        self,
+        config: DiscordBotConfig,
+        service: ChatService,
+        *,
+        limits: PlatformLimits = DISCORD_LIMITS,
+        client_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.service = service
+        self.limits = limits
+        self._client_options = dict(client_options or {})
+        self._renderer = DiscordRenderer(limits.max_length)
+        self._inflight = InFlight(config.name)
+        self._scheduler: DeliveryScheduler | None = None
+        self._client: discord.Client | None = None
+        self._accepting = False
+
+    @property
+    def ready(self) -> bool:
+        """Connected, and the guilds of READY are known."""
+        return self._client is not None and self._client.is_ready() and self._accepting
+
+    async def run(self, stop: asyncio.Event) -> None:
+        # parley has no voice: discord.py's warnings about voice libraries are noise.
+        discord.VoiceClient.warn_nacl = False
+        discord.VoiceClient.warn_dave = False
+        with _Endpoints.use(self.config.api_base_url, self.config.gateway_url):
+            client = self._build()
+            self._client = client
+            tree = command_tree(
+                client,
+                bot=self.config.name,
+                policy=self.service.policy,
+                answer=self._answer_command,
+            )
+            try:
+                await self._login(client)
+                await sync(tree, self._command_guilds(), self.config.name)
+                await self._serve(client, stop)
+            finally:
+                if not client.is_closed():
+                    await client.close()
+
+    def _command_guilds(self) -> list[int]:
+        try:
+            return [int(g) for g in self.config.command_guilds]
+        except ValueError:
+            raise AdapterStartError(
+                "command_guilds: server ids are numbers (Developer Mode → right-click the "
+                "server → Copy Server ID)"
+            ) from None
+
+    def _build(self) -> discord.Client:
+        options: dict[str, Any] = {"intents": intents(), **self._client_options}
+        if self.config.shard_count is None:
+            return _Client(self, **options)
+        return _ShardedClient(
+            self,
+            shard_count=self.config.shard_count,
+            shard_ids=self.config.shard_ids,
+            **options,
+        )
+
+    async def _login(self, client: discord.Client) -> None:
+        token = self.config.token.get_secret_value() if self.config.token else ""
+        try:
+            await client.login(token)
+        except discord.LoginFailure:
+            raise AdapterStartError(BAD_TOKEN) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            where = redact_url(discord.http.Route.BASE)
+            raise AdapterStartError(
+                f"cannot reach the Discord API at {where} ({type(exc).__name__}); check the "
+                "network or api_base_url"
+            ) from None
+        except discord.HTTPException as exc:
+            raise AdapterStartError(f"Discord refused to start the bot: {exc.text}") from None
+
+    async def _serve(self, client: discord.Client, stop: asyncio.Event) -> None:
+        scheduler = DeliveryScheduler(self.limits)
+        self._scheduler = scheduler
+        self._accepting = True
+        connection = asyncio.ensure_future(client.connect(reconnect=True))
+        stopping = asyncio.ensure_future(stop.wait())
+        ready = asyncio.ensure_future(client.wait_until_ready())
+        try:
+            await asyncio.wait({connection, stopping, ready}, return_when=asyncio.FIRST_COMPLETED)
+            if ready.done() and not connection.done():
+                assert client.user is not None
+                log.info("bot %s: %s is up on Discord", self.config.name, client.user)
+                await asyncio.wait({connection, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if connection.done():
+                self._gateway_failed(connection, started=ready.done())
+            log.info("bot %s: stopping", self.config.name)
+            self._accepting = False  # no new messages from here on
+            await self._inflight.drain(self.config.shutdown_grace)
+        finally:
+            self._accepting = False
+            await self._inflight.drain(0)
+            for task in (stopping, ready):
+                task.cancel()
+            await client.close()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(connection, 5)
+            await scheduler.aclose()
+
+    def _gateway_failed(self, connection: asyncio.Future[None], *, started: bool) -> None:
+        """The gateway connection ended by itself: say why, in the operator's words."""
+        exc = connection.exception()
+        if isinstance(exc, discord.PrivilegedIntentsRequired):
+            raise AdapterStartError(MISSING_INTENT) from None
+        if isinstance(exc, discord.ConnectionClosed):
+            if exc.code == DISALLOWED_INTENTS:
+                raise AdapterStartError(MISSING_INTENT) from None
+            if exc.code == AUTHENTICATION_FAILED:
+                raise AdapterStartError(BAD_TOKEN) from None
+        if exc is not None and not started:
+            raise AdapterStartError(f"cannot connect to the Discord gateway: {exc}") from None
+        if exc is not None:
+            raise exc
+        raise AdapterStartError("the Discord gateway connection closed")
+
+    def _will_read(self, msg: IncomingMessage) -> bool:
+        """Whether the chat service will look at ``msg`` (so its files are worth
+        downloading): addressed to the bot, and from someone allowed."""
+        policy = self.service.policy
+        addressed = (
+            msg.is_direct
+            or msg.addresses_bot
+            or msg.reply_to_bot
+            or policy.group_trigger == "always"
+        )
+        return addressed and policy.is_allowed(msg)
+
+    def on_message(self, message: discord.Message) -> None:
+        client = self._client
+        if not self._accepting or client is None or client.user is None:
+            return
+        found = inbound(
+            message,
+            bot=self.config.name,
+            bot_id=client.user.id,
+            auto_thread=self.config.auto_thread,
+        )
+        if found is not None:
+            # Our own task, so the gateway reader goes on at once; the chat service's
+            # per-scope lock keeps one scope's answers in order.
+            self._inflight.spawn(self._answer(found))
+
+    async def _answer_command(
+        self, interaction: discord.Interaction[Any], msg: IncomingMessage, is_command: bool
+    ) -> None:
+        if not self._accepting:
+            await interaction.delete_original_response()
+            return
+        self._inflight.spawn(self._answer_interaction(interaction, msg, is_command))
+
+    async def _answer_interaction(
+        self, interaction: discord.Interaction[Any], msg: IncomingMessage, is_command: bool
+    ) -> None:
+        assert self._scheduler is not None
+        target = InteractionTarget(
+            interaction, bot=self.config.name, ping_on_reply=self.config.ping_on_reply
+        )
+        sink = DeliverySink(
+            self._scheduler,
+            target,
+            self._renderer,
+            stream=self.config.stream,
+            edit_interval=self.config.edit_interval,
+            typing=False,
+        )
+        try:
+            await self.service.handle(msg, sink, commands=is_command)
+        finally:
+            await sink.aclose()
+            if not target.used:  # nothing to say (e.g. an empty prompt): no "thinking…"
+                with contextlib.suppress(discord.HTTPException):
+                    await interaction.delete_original_response()
+
+    async def _open_thread(self, found: Inbound) -> Inbound:
+        """With ``auto_thread``, a question the bot answers in a channel opens a public
+        thread named from it, and the answer and the conversation go on there."""
+        raw = found.raw
+        if (
+            not self.config.auto_thread
+            or raw is None
+            or not isinstance(found.channel, discord.TextChannel)
+            or not self._will_read(found.message)
+        ):
+            return found
+        first_line = found.message.text.strip().splitlines()[0] if found.message.text else ""
+        name = first_line[:THREAD_NAME_MAX].strip() or "Conversation"
+        try:
+            thread = await raw.create_thread(name=name)
+        except discord.HTTPException as exc:
+            log.warning(
+                "bot %s: could not open a thread in channel %s (%s); answering there; "
+                "the bot needs Create Public Threads and Send Messages in Threads",
+                self.config.name,
+                found.channel.id,
+                exc.text or exc.status,
+            )
+            return found
+        message = dataclasses.replace(found.message, thread_id=str(thread.id))
+        return dataclasses.replace(found, message=message, channel=thread, in_new_thread=True)
+
+    async def _answer(self, found: Inbound) -> None:
+        assert self._scheduler is not None
+        found = await self._open_thread(found)
+        target = DiscordTarget(
+            found.channel,
+            bot=self.config.name,
+            # In a server the answer replies to the question; in a DM that is only
+            # noise, and a thread opened from the question already shows it.
+            reply_to=None if found.message.is_direct or found.in_new_thread else found.message_id,
+            ping_on_reply=self.config.ping_on_reply,
+        )
+        sink = DeliverySink(
+            self._scheduler,
+            target,
+            self._renderer,
+            stream=self.config.stream,
+            edit_interval=self.config.edit_interval,
+            typing=False,  # the chat service starts it once it decides to answer
+        )
+        try:
+            message = found.message
+            if found.files and self._will_read(message):
+                try:
+                    text = await with_attachments(
+                        message.text, list(found.files), self.config.max_input_chars
+                    )
+                except TooLong:
+                    await sink.complete(TOO_LONG_FILES.format(limit=self.config.max_input_chars))
+                    return
+                message = dataclasses.replace(message, text=text)
+            if found.has_text:
+                await self.service.handle(message, sink)
+            else:
+                await sink.complete(NO_TEXT_REPLY)
+        except ReplyTargetGone:  # NO_TEXT_REPLY only: the chat service catches its own
+            log.info("bot %s: Discord channel %s is gone", self.config.name, found.channel.id)
+        finally:
+            await sink.aclose()

@@ -1,0 +1,113 @@
+"""Discord messages as platform-neutral ``IncomingMessage`` s.
+
+Scopes in a thread: ``chat_id`` is the thread's parent channel and ``thread_id`` the
+thread, as a Telegram forum topic is its group plus its topic. So ``allowed_chats``
+lists channels and covers their threads, ``scope: chat`` makes a channel and its
+threads one conversation, and ``scope: thread`` gives each thread its own.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import discord
+
+from adapters.discord.attachments import is_text
+from adapters.discord.target import Channel
+from core.incoming import IncomingMessage
+
+PLATFORM = "discord"
+NO_TEXT_REPLY = "I can only read text messages for now."
+# What a user writes; everything else (joins, pins, thread starters...) is a system message.
+_USER_TYPES = (discord.MessageType.default, discord.MessageType.reply)
+_SENDABLE = (
+    discord.TextChannel,
+    discord.Thread,
+    discord.DMChannel,
+    discord.VoiceChannel,
+    discord.StageChannel,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One message worth acting on: a text message, or a DM without text to answer."""
+
+    message: IncomingMessage
+    channel: Channel
+    message_id: int
+    has_text: bool
+    files: tuple[discord.Attachment, ...] = ()
+    """Text attachments to read into the message, once the bot is sure to look at it."""
+    raw: discord.Message | None = None
+    in_new_thread: bool = False
+    """The bot has just opened ``channel`` from this message (``auto_thread``)."""
+
+
+def _reply_to(message: discord.Message, bot_id: int) -> tuple[str | None, bool]:
+    ref = message.reference
+    if ref is None or ref.message_id is None or ref.type != discord.MessageReferenceType.reply:
+        return None, False  # a forward quotes a message; it does not continue from it
+    replied = ref.resolved if isinstance(ref.resolved, discord.Message) else ref.cached_message
+    return str(ref.message_id), replied is not None and replied.author.id == bot_id
+
+
+def _bot_roles(message: discord.Message, bot_id: int) -> set[int]:
+    """The bot's managed role(s) among the roles the message mentions."""
+    return {
+        role.id
+        for role in message.role_mentions
+        if role.tags is not None and role.tags.bot_id == bot_id
+    }
+
+
+def strip_mentions(text: str, bot_id: int, role_ids: set[int]) -> tuple[str, bool]:
+    """Removes mentions of the bot (``<@id>``, ``<@!id>``, ``<@&its role>``) from the
+    text; returns the text and whether there was one."""
+    ids = "|".join([f"@!?{bot_id}", *(f"@&{r}" for r in sorted(role_ids))])
+    pattern = re.compile(rf"[ \t]*<(?:{ids})>[ \t]*")
+    stripped, count = pattern.subn(" ", text)
+    return (stripped.strip(), True) if count else (text, False)
+
+
+def inbound(
+    message: discord.Message, *, bot: str, bot_id: int, auto_thread: bool = False
+) -> Inbound | None:
+    """The message if parley acts on it; None for what it ignores: other bots (and
+    itself), webhooks, system messages, guild messages without text. With
+    ``auto_thread``, every message in a thread the bot opened is addressed to it."""
+    author = message.author
+    if author.bot or author.system or message.webhook_id is not None:
+        return None
+    if message.type not in _USER_TYPES or not isinstance(message.channel, _SENDABLE):
+        return None
+    channel = message.channel
+    direct = isinstance(channel, discord.DMChannel)
+    raw = message.content
+    files = tuple(a for a in message.attachments if is_text(a))
+    if not raw and not files and not direct:
+        return None  # an image alone, or no message-content intent: nothing to read
+    text, addressed = strip_mentions(raw, bot_id, _bot_roles(message, bot_id))
+    if auto_thread and isinstance(channel, discord.Thread) and channel.owner_id == bot_id:
+        addressed = True  # the conversation goes on in the thread it opened
+    reply_to, reply_to_bot = _reply_to(message, bot_id)
+    thread = isinstance(channel, discord.Thread)
+    chat_id = channel.parent_id if isinstance(channel, discord.Thread) else channel.id
+    roles = author.roles if isinstance(author, discord.Member) else []
+    incoming = IncomingMessage(
+        platform=PLATFORM,
+        bot=bot,
+        chat_id=str(chat_id),
+        user_id=str(author.id),
+        text=text,
+        message_id=str(message.id),
+        reply_to_message_id=reply_to,
+        reply_to_bot=reply_to_bot,
+        thread_id=str(channel.id) if thread else None,
+        is_direct=direct,
+        addresses_bot=addressed,
+        guild_id=str(message.guild.id) if message.guild is not None else None,
+        user_roles=tuple(str(role.id) for role in roles),
+    )
+    return Inbound(incoming, channel, message.id, bool(raw or files), files, message)
