@@ -180,7 +180,13 @@ class DiscordAdapter(Adapter):
             ) from None
 
     def _build(self) -> discord.Client:
-        options: dict[str, Any] = {"intents": intents(), **self._client_options}
+        options: dict[str, Any] = {
+            "intents": intents(),
+            # The client-wide default too, under every call's own AllowedMentions.none():
+            # nothing the bot sends may ping @everyone, @here, a role or a user.
+            "allowed_mentions": discord.AllowedMentions.none(),
+            **self._client_options,
+        }
         if self.config.shard_count is None:
             return _Client(self, **options)
         return _ShardedClient(
