@@ -46,6 +46,9 @@ class IncomingMessage:
     addresses_bot: bool = False
     guild_id: str | None = None
     user_roles: tuple[str, ...] = ()
+    also_chats: tuple[str, ...] = ()
+    """Other ids that count as this chat for ``allowed_chats``: a Discord thread's own
+    id and the category of its channel."""
 
 
 class ReplyTargetGone(Exception):
@@ -99,7 +102,15 @@ class BotPolicy:
         if self.allowed_users and msg.user_id not in self.allowed_users:
             return False
         # allowed_chats restricts group chats; who may DM the bot is allowed_users' job.
-        if self.allowed_chats and not msg.is_direct and msg.chat_id not in self.allowed_chats:
+        if (
+            self.allowed_chats
+            and not msg.is_direct
+            and self.allowed_chats.isdisjoint((msg.chat_id, *msg.also_chats))
+        ):
+            return False
+        if msg.is_direct and (self.allowed_guilds or self.allowed_roles) and not self.allowed_users:
+            # A DM has no server and no roles to check: a bot limited to some servers or
+            # roles must not be open to anyone who shares a server with it.
             return False
         if (
             self.allowed_guilds

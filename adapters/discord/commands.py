@@ -16,7 +16,7 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from adapters.discord.updates import PLATFORM
+from adapters.discord.updates import PLATFORM, chat_aliases
 from core.incoming import BotPolicy, IncomingMessage
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ def incoming(interaction: discord.Interaction[Any], bot: str, text: str) -> Inco
         addresses_bot=True,
         guild_id=str(interaction.guild_id) if interaction.guild_id is not None else None,
         user_roles=tuple(str(role.id) for role in roles),
+        also_chats=chat_aliases(interaction.channel),
     )
 
 
@@ -90,3 +91,5 @@ async def sync(tree: app_commands.CommandTree[discord.Client], guilds: list[int]
             await tree.sync(guild=guild)
     except discord.HTTPException as exc:
         log.warning("bot %s: could not register the slash commands (%s)", bot, exc.text or exc)
+    except Exception as exc:  # a network error, no application id: the bot works without
+        log.warning("bot %s: could not register the slash commands (%s)", bot, exc)

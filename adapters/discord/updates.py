@@ -108,6 +108,21 @@ def inbound(
         is_direct=direct,
         addresses_bot=addressed,
         guild_id=str(message.guild.id) if message.guild is not None else None,
+        also_chats=chat_aliases(channel),
         user_roles=tuple(str(role.id) for role in roles),
     )
     return Inbound(incoming, channel, message.id, bool(raw or files), files, message)
+
+
+def chat_aliases(channel: object) -> tuple[str, ...]:
+    """The ids besides the chat id that ``allowed_chats`` may name: a thread's own id,
+    and the category of the channel (or of the thread's parent)."""
+    ids: list[str] = []
+    parent = channel
+    if isinstance(channel, discord.Thread):
+        ids.append(str(channel.id))
+        parent = channel.parent
+    category = getattr(parent, "category_id", None)
+    if category is not None:
+        ids.append(str(category))
+    return tuple(ids)

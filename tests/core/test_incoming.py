@@ -68,3 +68,25 @@ def test_admins_bypass_the_lists() -> None:
         name="b", backend="x", allowed_users=frozenset({"u2"}), admins=frozenset({"boss"})
     )
     assert policy.is_allowed(message(user_id="boss"))
+
+
+def test_allowed_chats_may_name_a_thread_or_a_category() -> None:
+    policy = BotPolicy(name="b", backend="x", allowed_chats=frozenset({"thread-9", "cat-3"}))
+    assert policy.is_allowed(message(chat_id="c1", also_chats=("thread-9",)))
+    assert policy.is_allowed(message(chat_id="c2", also_chats=("cat-3",)))
+    assert not policy.is_allowed(message(chat_id="c1", also_chats=("cat-4",)))
+
+
+def test_a_bot_limited_to_servers_or_roles_is_not_open_by_dm() -> None:
+    roles = BotPolicy(name="b", backend="x", allowed_roles=frozenset({"paid"}))
+    assert not roles.is_allowed(message(is_direct=True))
+    guilds = BotPolicy(name="b", backend="x", allowed_guilds=frozenset({"g1"}))
+    assert not guilds.is_allowed(message(is_direct=True))
+    listed = BotPolicy(
+        name="b", backend="x", allowed_roles=frozenset({"paid"}), allowed_users=frozenset({"u1"})
+    )
+    assert listed.is_allowed(message(is_direct=True)), "allowed_users decides who may DM"
+    admin = BotPolicy(
+        name="b", backend="x", allowed_roles=frozenset({"paid"}), admins=frozenset({"u1"})
+    )
+    assert admin.is_allowed(message(is_direct=True))

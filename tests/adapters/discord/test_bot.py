@@ -363,9 +363,10 @@ async def test_allowed_roles_and_guilds_admit_only_who_they_name(
     await bot.settled()
     assert [p[-1] for p in bot.prompts()] == [("user", "I am a mod")]
     dm = dc.dm(BOB)
-    dc.send_message(dm, BOB, "roles do not apply in DMs")
-    await bot.answer(dm.id, 1)
-    assert bot.prompts()[-1][-1] == ("user", "roles do not apply in DMs")
+    dc.send_message(dm, BOB, "a DM has no roles to check")
+    [refusal] = await bot.answer(dm.id, 1)
+    assert "not allowed" in refusal.content, "a role-limited bot is not open by DM"
+    assert len(bot.prompts()) == 1
 
 
 async def test_a_process_serves_only_its_shards_guilds(
