@@ -322,6 +322,7 @@ class DiscordAdapter(Adapter):
             or raw is None
             or not isinstance(found.channel, discord.TextChannel)
             or not self._will_read(found.message)
+            or not found.message.addresses_bot  # a mention opens one; chatter does not
         ):
             return found
         first_line = found.message.text.strip().splitlines()[0] if found.message.text else ""
@@ -337,7 +338,13 @@ class DiscordAdapter(Adapter):
                 exc.text or exc.status,
             )
             return found
-        message = dataclasses.replace(found.message, thread_id=str(thread.id))
+        # The thread is a chat of its own: a new conversation that goes on there.
+        message = dataclasses.replace(
+            found.message,
+            chat_id=str(thread.id),
+            thread_id=str(thread.id),
+            also_chats=(found.message.chat_id, *found.message.also_chats),
+        )
         return dataclasses.replace(found, message=message, channel=thread, in_new_thread=True)
 
     async def _answer(self, found: Inbound) -> None:

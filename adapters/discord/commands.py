@@ -29,13 +29,12 @@ def incoming(interaction: discord.Interaction[Any], bot: str, text: str) -> Inco
     """The command as a message: addressed to the bot, in its channel's scope."""
     channel = interaction.channel
     thread = isinstance(channel, discord.Thread)
-    parent = channel.parent_id if isinstance(channel, discord.Thread) else None
     user = interaction.user
     roles = user.roles if isinstance(user, discord.Member) else []
     return IncomingMessage(
         platform=PLATFORM,
         bot=bot,
-        chat_id=str(parent if parent is not None else interaction.channel_id),
+        chat_id=str(interaction.channel_id),
         user_id=str(user.id),
         text=text,
         thread_id=str(interaction.channel_id) if thread else None,

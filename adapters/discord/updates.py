@@ -93,7 +93,7 @@ def inbound(
         addressed = True  # the conversation goes on in the thread it opened
     reply_to, reply_to_bot = _reply_to(message, bot_id)
     thread = isinstance(channel, discord.Thread)
-    chat_id = channel.parent_id if isinstance(channel, discord.Thread) else channel.id
+    chat_id = channel.id  # a thread is a chat of its own; its channel is in also_chats
     roles = author.roles if isinstance(author, discord.Member) else []
     incoming = IncomingMessage(
         platform=PLATFORM,
@@ -115,12 +115,13 @@ def inbound(
 
 
 def chat_aliases(channel: object) -> tuple[str, ...]:
-    """The ids besides the chat id that ``allowed_chats`` may name: a thread's own id,
-    and the category of the channel (or of the thread's parent)."""
+    """The ids besides the chat's own that ``allowed_chats`` may name: a thread's parent
+    channel, and the category of the channel (or of the thread's parent)."""
     ids: list[str] = []
     parent = channel
     if isinstance(channel, discord.Thread):
-        ids.append(str(channel.id))
+        if channel.parent_id is not None:
+            ids.append(str(channel.parent_id))
         parent = channel.parent
     category = getattr(parent, "category_id", None)
     if category is not None:

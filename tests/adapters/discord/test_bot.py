@@ -445,3 +445,26 @@ async def test_auto_thread_without_thread_permission_answers_in_the_channel(
         [answer] = await bot.answer(GENERAL)
     assert answer.content == "Echo: hi"
     assert any("Create Public Threads" in r.getMessage() for r in caplog.records)
+
+
+async def test_auto_thread_threads_are_their_own_conversation_under_scope_chat(
+    start_bot: StartBot, dc: FakeDiscord
+) -> None:
+    """The default scope: a thread is a chat of its own, its channel only counts for
+    allowed_chats; and only a mention opens a thread, not every message."""
+    bot = await start_bot(auto_thread=True, group_trigger="always", allowed_chats=[GENERAL])
+    dc.send_message(GENERAL, BOB, "just chatting")
+    [plain] = await bot.answer(GENERAL)
+    assert plain.content == "Echo: just chatting", "chatter is answered in the channel"
+    first = dc.send_message(GENERAL, ALICE, f"<@{BOT}> first question")
+    await bot.answer(first.id)
+    second = dc.send_message(GENERAL, ALICE, f"<@{BOT}> second question")
+    await bot.answer(second.id)
+    assert bot.prompts()[-1] == [("user", "second question")], "a new thread starts afresh"
+    dc.send_message(dc.channels[first.id], ALICE, "back in the first")
+    await bot.answer(first.id, 2)
+    assert [c for _, c in bot.prompts()[-1]] == [
+        "first question",
+        "Echo: first question",
+        "back in the first",
+    ]
