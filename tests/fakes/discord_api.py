@@ -103,7 +103,6 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Iterator
-from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from aiohttp import web
@@ -137,6 +136,7 @@ from tests.fakes.discord_state import (
     iso,
     parse_mentions,
 )
+from tests.fakes.loopback import LoopbackServer
 
 __all__ = [
     "INTENT_DIRECT_MESSAGES",
@@ -185,7 +185,7 @@ def patch_discord(http_url: str, gateway_url: str) -> Iterator[None]:
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = old_gateway
 
 
-class FakeDiscord:
+class FakeDiscord(LoopbackServer):
     """See the module docstring. ``url`` is ``http://127.0.0.1:PORT``."""
 
     def __init__(
@@ -258,21 +258,6 @@ class FakeDiscord:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     @property
     def api_base_url(self) -> str:

@@ -60,10 +60,11 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Self
 
 from aiohttp import web
+
+from tests.fakes.loopback import LoopbackServer
 
 __all__ = ["Behaviour", "FakeOpenAIServer", "RecordedRequest", "echo_reply", "word_chunker"]
 
@@ -165,7 +166,7 @@ class RecordedRequest:
         return []
 
 
-class FakeOpenAIServer:
+class FakeOpenAIServer(LoopbackServer):
     """See the module docstring. ``base_url`` is ``http://127.0.0.1:PORT/v1``."""
 
     def __init__(
@@ -219,21 +220,6 @@ class FakeOpenAIServer:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     @property
     def base_url(self) -> str:

@@ -96,12 +96,12 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import aiohttp
 from aiohttp import web
 
+from tests.fakes.loopback import LoopbackServer
 from tests.fakes.telegram_markup import (
     Entity,
     EntityError,
@@ -306,7 +306,7 @@ def _json_response(body: dict[str, Any], status: int = 200, **headers: str) -> w
     )
 
 
-class FakeTelegram:
+class FakeTelegram(LoopbackServer):
     """See the module docstring. ``url`` is ``http://127.0.0.1:PORT``."""
 
     def __init__(
@@ -421,21 +421,6 @@ class FakeTelegram:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     @property
     def api_base_url(self) -> str:
