@@ -12,15 +12,20 @@ import time
 import uuid
 import weakref
 from dataclasses import dataclass, field
+from datetime import timedelta
 from enum import Enum
 from typing import Protocol
 
 from core.backends.base import Backend, collect
 from core.errors import ChatGPTError
-from core.incoming import BotPolicy, IncomingMessage, ReplySink, ReplyTargetGone
+from core.incoming import BotPolicy, IncomingMessage, Redelivery, ReplySink, ReplyTargetGone
 from core.store.errors import describe_database_error
+from core.store.inbox import InboxEntry, LeaseLost, SQLInbox
+from core.store.models import utcnow
+from core.turn_gate import Ticket, TurnGate
 from core.types import ChatResponse, ScopeHead, StoredMessage, Turn
 from core.user_limits import UserRateLimit
+from core.workers import is_gone
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +43,16 @@ START_TEXT = GREETING + HELP_TEXT
 RESET_TEXT = "Done: the next message starts a fresh conversation."
 DENIED_TEXT = "Sorry, you are not allowed to use this bot here."
 INTERNAL_ERROR_TEXT = "Something went wrong on my side and the message was not answered."
+NO_DATABASE_TEXT = "I can't reach my database right now, so I can't answer; please try again later."
 NOT_SAVED_TEXT = "The answer above could not be saved; the next message won't see it."
 RATE_LIMITED_TEXT = "You're sending messages faster than I can answer; try again in {wait:g} s."
 TOO_LONG_TEXT = "That message is too long for me: {length} characters, the limit is {limit}."
+INTERRUPTED_TEXT = (
+    "(This answer was cut off: I was restarted before it was finished. Send your message "
+    "again to get a full answer.)"
+)
+RECOVERY_PERIOD = 30.0  # seconds between two looks for turns of dead workers
+KEEP_DONE = timedelta(days=1)  # how long a finished message is remembered (re-deliveries)
 COMMANDS = frozenset({"start", "help", "reset"})
 LONG_TEXT = 20_000  # characters; longer texts are tokenized off the event loop
 
@@ -56,7 +68,12 @@ class ConversationStore(Protocol):
         self, bot: str, chat_id: str, platform_message_id: str
     ) -> StoredMessage | None: ...
 
-    async def commit_turn(self, turn: Turn) -> None: ...
+    async def commit_turn(
+        self, turn: Turn, *, entry: str | None = None, worker: str = ""
+    ) -> None: ...
+
+    @property
+    def inbox(self) -> SQLInbox: ...
 
 
 class Outcome(Enum):
@@ -67,6 +84,7 @@ class Outcome(Enum):
     FAILED = "failed"
     TOO_LONG = "too long"  # refused by max_input_chars, before the backend
     RATE_LIMITED = "rate limited"  # refused by rate_limit, before the backend
+    DUPLICATE = "duplicate"  # already taken on (a platform's re-delivery)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +114,10 @@ class ChatService:
         # Locks die with their last waiter, so idle scopes cost no memory.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._rate = UserRateLimit(*policy.rate_limit) if policy.rate_limit else None
+        self._gate = TurnGate(store.inbox, policy.name, on_dead_holder=self._recover_soon)
+        self._recovering = asyncio.Lock()
+        self._redelivery: Redelivery | None = None
+        self._background: set[asyncio.Task[object]] = set()
 
     def _lock(self, scope_key: str) -> asyncio.Lock:
         lock = self._locks.get(scope_key)
@@ -124,6 +146,8 @@ class ChatService:
         new_conversation: bool = False,
         commands: bool = True,
         help_text: str | None = None,
+        received: asyncio.Event | None = None,
+        _resumed: Ticket | None = None,
     ) -> Outcome:
         """Answer ``msg`` through ``sink``.
 
@@ -131,8 +155,29 @@ class ChatService:
         if the answer succeeds. ``commands=False`` treats a leading ``/`` as text.
         ``help_text`` is the adapter's answer to ``/help`` (default: ``HELP_TEXT``, the
         chat platforms' text; ``/start`` greets and then shows it too).
+        ``received`` is set as soon as the message is safe: recorded in the inbox, or
+        known to need no answer that a crash could lose. An adapter confirms the
+        platform's delivery only then.
         """
-        command = Command.parse(msg.text) if commands else None
+        try:
+            return await self._handle(
+                msg, sink, new_conversation, commands, help_text, received, _resumed
+            )
+        finally:
+            if received is not None:
+                received.set()
+
+    async def _handle(
+        self,
+        msg: IncomingMessage,
+        sink: ReplySink,
+        new_conversation: bool,
+        commands: bool,
+        help_text: str | None,
+        received: asyncio.Event | None,
+        resumed: Ticket | None,
+    ) -> Outcome:
+        command = Command.parse(msg.text) if commands and resumed is None else None
         if not self._is_for_us(msg, command):
             return Outcome.IGNORED
         if not self.policy.is_allowed(msg):
@@ -152,23 +197,36 @@ class ChatService:
                 log.info("bot %s: refused a message of %d characters", self.policy.name, len(text))
                 await _tell(sink, refusal, refusal)
                 return Outcome.TOO_LONG
-            if self._rate is not None and msg.user_id not in self.policy.admins:
+            fresh = resumed is None  # a recovered turn was counted when it first came
+            if self._rate is not None and fresh and msg.user_id not in self.policy.admins:
                 wait = self._rate.try_acquire(f"{msg.platform}:{msg.user_id}")
                 if wait:
                     log.info("bot %s: user %s is rate-limited", self.policy.name, msg.user_id)
                     refusal = RATE_LIMITED_TEXT.format(wait=wait)
                     await _tell(sink, refusal, refusal)
                     return Outcome.RATE_LIMITED
+            scope_key = self.policy.scope_key(msg)
+            try:
+                ticket = resumed or await self._gate.receive(msg, scope_key)
+            except Exception as exc:
+                # Refused before the backend is asked: an answer could not be kept.
+                detail = f"cannot take the message on: {describe_database_error(exc)}"
+                await self._report(sink, NO_DATABASE_TEXT, detail, exc)
+                return Outcome.FAILED
+            if ticket is None:
+                log.info(
+                    "bot %s: message %s in chat %s was taken on already; not answering it twice",
+                    self.policy.name,
+                    msg.message_id,
+                    msg.chat_id,
+                )
+                return Outcome.DUPLICATE
+            if received is not None:
+                received.set()
             start_typing = getattr(sink, "start_typing", None)
             if start_typing is not None:
                 start_typing()
-            scope_key = self.policy.scope_key(msg)
-            async with self._lock(scope_key):
-                if new_conversation:
-                    where: tuple[str | None, str | None] = (None, None)
-                else:
-                    where = await self._where(msg, scope_key, sink)
-                return await self._answer(msg, text, scope_key, where, sink)
+            return await self._take_and_answer(msg, text, scope_key, ticket, sink, new_conversation)
         except asyncio.CancelledError:
             raise
         except ReplyTargetGone:
@@ -178,6 +236,40 @@ class ChatService:
             detail = f"unexpected error while handling a message: {_one_line(exc)}"
             await self._report(sink, INTERNAL_ERROR_TEXT, detail, exc)
             return Outcome.FAILED
+
+    async def _take_and_answer(
+        self,
+        msg: IncomingMessage,
+        text: str,
+        scope_key: str,
+        ticket: Ticket,
+        sink: ReplySink,
+        new_conversation: bool,
+    ) -> Outcome:
+        outcome = Outcome.FAILED
+        try:
+            async with self._lock(scope_key):
+                await self._gate.take(ticket)
+                if new_conversation:
+                    where: tuple[str | None, str | None] = (None, None)
+                else:
+                    where = await self._where(msg, scope_key, sink)
+                outcome = await self._answer(msg, text, scope_key, where, sink, ticket)
+        except LeaseLost:
+            log.warning(
+                "bot %s: another worker took this turn over (it thought this one dead)",
+                self.policy.name,
+            )
+            return Outcome.FAILED
+        except asyncio.CancelledError:
+            # Stopping mid-answer: the entry stays, and the next start mends the turn.
+            await self._gate.cancelled(ticket)
+            raise
+        except BaseException:
+            await self._gate.finish(ticket, "failed")
+            raise
+        await self._gate.finish(ticket, outcome.value)
+        return outcome
 
     async def _command(
         self, command: Command, msg: IncomingMessage, sink: ReplySink, help_text: str
@@ -243,10 +335,14 @@ class ChatService:
         scope_key: str,
         where: tuple[str | None, str | None],
         sink: ReplySink,
+        ticket: Ticket,
     ) -> Outcome:
         conversation_id, parent_id = where
         user_message_id = str(uuid.uuid4())
         turn_log = _TurnLog(self.policy)
+        watch_sent = getattr(sink, "watch_sent", None)
+        if watch_sent is not None:
+            watch_sent(lambda ids: self._gate.track(ticket, ids))
         try:
             try:
                 final = await self._stream(
@@ -270,7 +366,7 @@ class ChatService:
                 # user never saw it, so the conversation must not move on either.
                 return await self._undelivered(exc, sink, turn_log)
             outcome = await self._commit(
-                msg, text, scope_key, where, user_message_id, final, platform_ids, sink
+                msg, text, scope_key, where, user_message_id, final, platform_ids, sink, ticket
             )
             if outcome is Outcome.ANSWERED:
                 turn_log.answered()
@@ -311,6 +407,7 @@ class ChatService:
         final: ChatResponse,
         platform_ids: list[str],
         sink: ReplySink,
+        ticket: Ticket,
     ) -> Outcome:
         conversation_id, parent_id = where
         conv = final.conversation_id or conversation_id or str(uuid.uuid4())
@@ -335,7 +432,9 @@ class ChatService:
             links.append((msg.chat_id, msg.message_id, user.id))
         turn = Turn(self.policy.name, scope_key, self.policy.backend, user, assistant, links)
         try:
-            await self.store.commit_turn(turn)
+            await self.store.commit_turn(turn, entry=ticket.id, worker=self._gate.worker)
+        except LeaseLost:
+            raise
         except Exception as exc:
             detail = (
                 "the answer was shown but could not be saved, so the next message won't "
@@ -343,7 +442,90 @@ class ChatService:
             )
             await self._report(sink, NOT_SAVED_TEXT, detail, exc)
             return Outcome.FAILED
+        self._gate.committed(ticket)
         return Outcome.ANSWERED
+
+    # -- crash recovery ------------------------------------------------------------------
+
+    async def keep_recovering(self, redelivery: Redelivery, every: float = RECOVERY_PERIOD) -> None:
+        """Mend dead workers' turns now and every ``every`` seconds, and forget finished
+        messages after ``KEEP_DONE``; runs until cancelled (an adapter's background)."""
+        pruned_at = 0.0
+        while True:
+            try:
+                await self.recover(redelivery)
+                if time.monotonic() - pruned_at > 3600:
+                    pruned_at = time.monotonic()
+                    await self.store.inbox.prune(utcnow() - KEEP_DONE)
+            except Exception as exc:  # the database is away: try again next time
+                log.warning("bot %s: crash recovery failed (%s)", self.policy.name, _one_line(exc))
+            await asyncio.sleep(every)
+
+    async def recover(self, redelivery: Redelivery | None = None) -> int:
+        """Take over the turns of workers that died, and resolve each: an answer that
+        had become visible is edited to say it was cut off; a message not yet answered
+        visibly is answered now. Without ``redelivery`` (the console) they are only
+        closed. Returns how many were taken over."""
+        if redelivery is not None:
+            self._redelivery = redelivery
+        redelivery = self._redelivery
+        async with self._recovering:
+            inbox = self.store.inbox
+            now = utcnow()
+            tickets: list[tuple[InboxEntry, Ticket]] = []
+            for entry in await inbox.unfinished(self.policy.name):
+                if entry.worker == self._gate.worker:
+                    continue
+                if not is_gone(entry.worker, entry.heartbeat_at, now):
+                    continue
+                if await inbox.claim(entry.id, old=entry.worker, new=self._gate.worker):
+                    tickets.append((entry, self._gate.resume(entry)))
+        if tickets:
+            log.info(
+                "bot %s: resolving %d turn(s) left by a stopped worker",
+                self.policy.name,
+                len(tickets),
+            )
+        await asyncio.gather(*(self._resolve(e, t, redelivery) for e, t in tickets))
+        return len(tickets)
+
+    async def _resolve(
+        self, entry: InboxEntry, ticket: Ticket, redelivery: Redelivery | None
+    ) -> None:
+        try:
+            msg = IncomingMessage.from_record(entry.message)
+            if redelivery is None:
+                await self._gate.finish(ticket, "interrupted")
+            elif ticket.replies:
+                async with redelivery.reply_sink(msg, adopt=ticket.replies[-1:]) as sink:
+                    await sink.complete(INTERRUPTED_TEXT)
+                await self._gate.finish(ticket, "interrupted")
+            else:
+                async with redelivery.reply_sink(msg, adopt=()) as sink:
+                    await self.handle(msg, sink, _resumed=ticket)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning(
+                "bot %s: could not resolve an interrupted turn in chat %s (%s)",
+                self.policy.name,
+                entry.chat_id,
+                _one_line(exc),
+            )
+            await self._gate.finish(ticket, "lost")
+
+    async def _recover_quietly(self) -> None:
+        try:
+            await self.recover()
+        except Exception as exc:  # a waiting turn notices again, and keep_recovering runs
+            log.warning("bot %s: crash recovery failed (%s)", self.policy.name, _one_line(exc))
+
+    def _recover_soon(self) -> None:
+        if self._recovering.locked():
+            return
+        task = asyncio.get_running_loop().create_task(self._recover_quietly())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _count(self, text: str) -> int:
         # A huge paste would block the loop for a noticeable time while tokenizing.

@@ -17,13 +17,18 @@ remarks about the conversation itself (e.g. that a new one starts because the bo
 backend changed); the console prints it on stderr, and sinks without it are skipped.
 And ``def start_typing(self) -> None``, called once the service has decided to answer
 (and before it waits for the scope's lock), so a platform shows "typing…" only for
-messages the bot will answer, never for group chatter it ignores.
+messages the bot will answer, never for group chatter it ignores. And
+``def watch_sent(self, callback: Callable[[Sequence[str]], None]) -> None``: the sink
+calls ``callback`` with the platform ids of the answer's messages whenever a new one
+exists, so that a restart after a crash can find and mend them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, Protocol
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Literal, Protocol
 
 Scope = Literal["chat", "user", "chat_user", "thread"]
 GroupTrigger = Literal["mention", "always"]
@@ -50,6 +55,18 @@ class IncomingMessage:
     """Other ids that count as this chat for ``allowed_chats``: a Discord thread's own
     id and the category of its channel."""
 
+    def to_record(self) -> dict[str, Any]:
+        """The message as JSON-able data (the inbox keeps it for crash recovery)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> IncomingMessage:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in record.items() if k in known}
+        for name in ("user_roles", "also_chats"):
+            values[name] = tuple(values.get(name) or ())
+        return cls(**values)
+
 
 class ReplyTargetGone(Exception):
     """Raised by a sink whose destination no longer exists (a closed pipe, a deleted
@@ -72,6 +89,18 @@ class ReplySink(Protocol):
         ``detail`` is the operator's line (see the module docstring). Return True only
         if it was shown to the operator (a terminal sink); platform sinks return None.
         """
+
+
+class Redelivery(Protocol):
+    """How an adapter reaches a chat again after a restart (crash recovery)."""
+
+    def reply_sink(
+        self, msg: IncomingMessage, *, adopt: Sequence[str]
+    ) -> contextlib.AbstractAsyncContextManager[ReplySink]:
+        """A sink answering ``msg`` as if it had just arrived. ``adopt``: platform ids
+        of messages already showing (part of) this answer, which the sink edits
+        instead of sending anew."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

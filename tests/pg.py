@@ -126,7 +126,7 @@ _users = 0
 _names = itertools.count(1)
 _migrated_url: str | None = None
 # Children first is not needed with CASCADE, but it documents the dependency order.
-TABLES = ("message_links", "scope_heads", "messages", "conversations")
+TABLES = ("inbox", "message_links", "scope_heads", "messages", "conversations")
 
 
 @pytest.fixture(scope="session")

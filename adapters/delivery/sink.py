@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
@@ -82,7 +83,8 @@ class DeliverySink:
     ``edit_interval``: least seconds between two partial updates of one message
     (default: the platform's). ``typing``: show the typing indicator from now on
     (False: only once ``start_typing`` is called, e.g. when it is not yet known that
-    the message will be answered).
+    the message will be answered). ``adopt``: ids of messages this bot sent earlier for
+    this answer (before a restart); the answer's first pieces replace their text.
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class DeliverySink:
         stream: bool = True,
         edit_interval: float | None = None,
         typing: bool = True,
+        adopt: Sequence[str] = (),
     ) -> None:
         limits = scheduler.limits
         if limits.max_length < MIN_LIMIT:
@@ -124,12 +127,16 @@ class DeliverySink:
         self._notes: deque[str] = deque()  # error texts to send
         self._stopped = False  # error() mid-stream: partial messages stay as they are
 
-        # What the platform shows.
-        self._messages: list[_Shown] = []
+        # What the platform shows. Adopted messages (an earlier process's, see
+        # ``adopt``) show something unknown, so the first answer pieces edit them.
+        self._messages: list[_Shown] = [
+            _Shown(("gone", ""), Rendered(""), 0.0, message_id) for message_id in adopt
+        ]
+        self._watchers: list[Callable[[Sequence[str]], None]] = []
         self._draft: _Draft | None = None
         self._plain: set[int] = set()  # pieces whose formatting was refused
         self._partial_plain = False
-        self._sent_any = False
+        self._sent_any = bool(adopt)
         self._rendered: dict[str, Rendered] = {}
 
         self._failure: BaseException | None = None
@@ -176,6 +183,11 @@ class DeliverySink:
             self._stopped = True
         self._notes.append(text)
         await self._deliver()
+
+    def watch_sent(self, callback: Callable[[Sequence[str]], None]) -> None:
+        """Call ``callback`` with the ids of the answer's messages whenever one is
+        added (the chat service records them for crash recovery)."""
+        self._watchers.append(callback)
 
     def start_typing(self) -> None:
         """Show "typing" now and every ``typing_interval`` until the first text is
@@ -395,13 +407,22 @@ class DeliverySink:
                 self._notes.popleft()
             else:
                 self._messages.append(shown)
+                self._tell_watchers()
         elif op.kind == "edit":
             shown.id = message_id or self._messages[op.index].id
+            renewed = shown.id != self._messages[op.index].id  # resent: it was deleted
             self._messages[op.index] = shown
+            if renewed:
+                self._tell_watchers()
         elif self._draft is not None:
             self._draft.shown = shown
         if rendered.text.strip():
             self._typing.stop()
+
+    def _tell_watchers(self) -> None:
+        ids = [shown.id for shown in self._messages]
+        for callback in self._watchers:
+            callback(ids)
 
     def _after_step(self, since: float | None) -> None:
         if self._dirty_at is None and self._next_op() is not None:

@@ -10,7 +10,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Dialect, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -109,3 +120,48 @@ class MessageLinkRow(Base):
     platform_message_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     message_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("messages.id"))
     conversation_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("conversations.id"))
+
+
+# The inbox's states: a message is ``received`` (durable, waiting for its scope),
+# ``answering`` (it holds its scope: at most one per scope, across all processes), then
+# ``done`` (kept for a while so that a platform's re-delivery is recognised).
+RECEIVED, ANSWERING, DONE = "received", "answering", "done"
+
+
+class InboxRow(Base):
+    """A message the bot has taken on, from its arrival until its turn is over.
+
+    The row is what makes a turn safe beyond one process: it is written before the
+    platform learns the message arrived (so a crash cannot lose it), its ``answering``
+    state is the scope's lock across workers (a partial unique index), and it records
+    the platform messages the answer creates (so a restart can mend them).
+    """
+
+    __tablename__ = "inbox"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    bot: Mapped[str] = mapped_column(String(ID_LENGTH))
+    scope_key: Mapped[str] = mapped_column(String(ID_LENGTH))
+    chat_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    # The platform's id of the user's message; NULL (console) is never a duplicate.
+    message_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    state: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str | None] = mapped_column(String(64))
+    message: Mapped[dict[str, Any]] = mapped_column(JSON)
+    replies: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True))
+    worker: Mapped[str] = mapped_column(String(ID_LENGTH))
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        Index("uq_inbox_message", "bot", "chat_id", "message_id", unique=True),
+        Index(
+            "uq_inbox_answering",
+            "bot",
+            "scope_key",
+            unique=True,
+            sqlite_where=text("state = 'answering'"),
+            postgresql_where=text("state = 'answering'"),
+        ),
+        Index("ix_inbox_state", "bot", "state"),
+    )

@@ -30,6 +30,7 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.sql.dml import Insert
 
 from core.store.engine import make_engine
+from core.store.inbox import SQLInbox, finish_in
 from core.store.models import ConversationRow, MessageLinkRow, MessageRow, ScopeHeadRow, utcnow
 from core.types import Role, ScopeHead, StoredMessage, Turn
 
@@ -227,6 +228,7 @@ class SQLStore:
         # connections, which starves the readers too: at 50 busy chats a commit took
         # up to 3.5 s (bench.telegram_flood). In-process, they queue here instead.
         self._writing = asyncio.Lock() if self.engine.dialect.name == "sqlite" else None
+        self.inbox = SQLInbox(self.engine, self._write)
 
     async def aclose(self) -> None:
         await self.engine.dispose()
@@ -293,11 +295,13 @@ class SQLStore:
             messages = _to_messages(await conn.execute(_GET_MESSAGE, {"message_id": message_id}))
         return messages[0] if messages else None
 
-    async def commit_turn(self, turn: Turn) -> None:
+    async def commit_turn(self, turn: Turn, *, entry: str | None = None, worker: str = "") -> None:
         """Write a finished turn in ONE transaction: all of it, or (on error) nothing.
 
         The conversation row if missing, both messages, the scope head (now the
-        assistant message) and the platform links (written last).
+        assistant message) and the platform links (written last); and the inbox
+        ``entry`` marked done, which releases the scope (``LeaseLost``, and nothing
+        written, if another worker has taken the entry over).
         """
         user, assistant = turn.user, turn.assistant
         writes = _writes(self.engine.dialect.name)
@@ -333,6 +337,8 @@ class SQLStore:
             await conn.execute(writes.head, head)
             if links:
                 await conn.execute(writes.links, list(links.values()))
+            if entry is not None:
+                await finish_in(conn, entry, "answered", worker=worker)
         log.debug("commit_turn: %d links in %.1f ms", len(links), _ms(started))
 
 

@@ -161,9 +161,9 @@ async def test_db_upgrade_and_current(tmp_path: Path) -> None:
     before = await parley("db", "current", "--config", str(config))
     assert before.code == 0 and before.out.startswith("none")
     up = await parley("db", "upgrade", "--config", str(config))
-    assert up.code == 0 and "0001" in up.out
+    assert up.code == 0 and "0002" in up.out
     after = await parley("db", "current", "--config", str(config))
-    assert after.out.strip() == "0001"
+    assert after.out.strip() == "0002"
 
 
 async def test_ask_with_no_config_uses_the_embedded_model(tmp_path: Path) -> None:

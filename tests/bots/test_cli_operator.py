@@ -172,7 +172,7 @@ async def test_an_unreachable_database_masks_its_password(tmp_path: Path) -> Non
 # -- point 5: one line for the operator -----------------------------------------------
 
 
-async def test_a_failed_save_is_one_line_and_the_traceback_needs_vv(
+async def test_a_read_only_database_is_one_line_and_the_traceback_needs_vv(
     tmp_path: Path, server: FakeOpenAIServer
 ) -> None:
     db = tmp_path / "op.db"
@@ -184,9 +184,9 @@ async def test_a_failed_save_is_one_line_and_the_traceback_needs_vv(
     )
     result = await parley("ask", "second", "--config", str(read_only), env=ENV)
     assert result.code == 1
-    assert result.out == "Echo: second\n"  # shown, but not saved
+    assert result.out == ""  # refused before the backend: the answer could not be kept
     line = one_line(result)
-    assert line.startswith("parley: error: the answer was shown but could not be saved")
+    assert line.startswith("parley: error: cannot take the message on")
     assert line.endswith("the database is read-only")
     verbose = await parley("ask", "third", "-vv", "--config", str(read_only), env=ENV)
     assert "Traceback" in verbose.err and "readonly database" in verbose.err

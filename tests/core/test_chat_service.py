@@ -17,8 +17,7 @@ from core import tokens
 from core.backends.chat_completions import ChatCompletionsBackend
 from core.chat_service import (
     HELP_TEXT,
-    INTERNAL_ERROR_TEXT,
-    NOT_SAVED_TEXT,
+    NO_DATABASE_TEXT,
     ChatService,
     Outcome,
 )
@@ -81,19 +80,6 @@ def counting_reply(messages: list[dict[str, Any]]) -> str:
     """The answer says how many history messages came with the question."""
     history = [m for m in messages if m["role"] != "system"][:-1]
     return f"seen {len(history)} earlier: {messages[-1]['content']}"
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeOpenAIServer]:
-    async with FakeOpenAIServer(api_key="sk-test", reply=counting_reply) as fake:
-        yield fake
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[SQLStore]:
-    sql_store = SQLStore(store_url)
-    yield sql_store
-    await sql_store.aclose()
 
 
 class StatsBackend(ChatCompletionsBackend):
@@ -388,7 +374,7 @@ async def test_a_broken_database_is_reported_not_raised(
         service = make_service(server, unmigrated)
         sink = RecordingSink()
         assert await service.handle(msg("hi"), sink) is Outcome.FAILED
-        assert sink.errors == [INTERNAL_ERROR_TEXT]
+        assert sink.errors == [NO_DATABASE_TEXT]
         await service.backend.aclose()
     finally:
         await unmigrated.aclose()
@@ -520,9 +506,11 @@ async def test_a_failed_save_says_why(server: FakeOpenAIServer, migrated_sqlite_
     try:
         service = make_service(server, read_only)
         sink = RecordingSink(operator=True)
+        asked = len(server.chat_requests)
         assert await service.handle(msg("two"), sink) is Outcome.FAILED
-        assert sink.completed == "seen 2 earlier: two"  # shown, then not saved
-        assert sink.errors == [NOT_SAVED_TEXT]
+        # The inbox write fails first: refused before the backend, nothing to lose.
+        assert sink.completed is None and len(server.chat_requests) == asked
+        assert sink.errors == [NO_DATABASE_TEXT]
         assert sink.details[0] is not None and "the database is read-only" in sink.details[0]
         await service.backend.aclose()
     finally:

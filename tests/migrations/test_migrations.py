@@ -18,7 +18,9 @@ from core.store.sql import SQLStore
 from core.types import StoredMessage
 from migrations import runner
 
-TABLES = {"conversations", "messages", "scope_heads", "message_links"}
+HEAD = "0002"
+TABLES = {"conversations", "messages", "scope_heads", "message_links", "inbox"}
+TABLES_0001 = TABLES - {"inbox"}
 
 
 async def _tables(url: str) -> set[str]:
@@ -35,7 +37,7 @@ async def test_upgrade_downgrade_upgrade(db_url: str) -> None:
     assert await runner.current(db_url) is None
 
     await runner.upgrade(db_url)
-    assert await runner.current(db_url) == "0001"
+    assert await runner.current(db_url) == HEAD
     assert await _tables(db_url) == TABLES
 
     await runner.downgrade(db_url, "base")
@@ -44,6 +46,9 @@ async def test_upgrade_downgrade_upgrade(db_url: str) -> None:
 
     await runner.upgrade(db_url, "0001")
     assert await runner.current(db_url) == "0001"
+    assert await _tables(db_url) == TABLES_0001
+    await runner.upgrade(db_url)
+    assert await runner.current(db_url) == HEAD
     assert await _tables(db_url) == TABLES
 
 
@@ -93,14 +98,14 @@ async def test_upgrade_on_the_apps_connection_and_again_is_a_no_op(db_url: str) 
     assert statements, "the listener saw nothing"
     writes = [s for s in statements if s.split()[0].upper() in {"CREATE", "DROP", "ALTER"}]
     assert writes == []
-    assert await runner.current(db_url) == "0001"
+    assert await runner.current(db_url) == HEAD
 
 
 async def test_standalone_env_runs_its_own_event_loop(db_url: str) -> None:
     """Without a connection env.py builds an async engine and uses asyncio.run."""
     config = runner.make_config(db_url)
     await asyncio.to_thread(command.upgrade, config, "head")
-    assert await runner.current(db_url) == "0001"
+    assert await runner.current(db_url) == HEAD
     await asyncio.to_thread(command.downgrade, config, "base")
     assert await _tables(db_url) == set()
 
@@ -128,7 +133,7 @@ async def test_in_memory_sqlite_upgrades_through_the_stores_engine() -> None:
         await store.add_messages([StoredMessage("m1", "c1", None, "user", "hi", 1)])
         assert await store.history("m1", 10) == [StoredMessage("m1", "c1", None, "user", "hi", 1)]
         async with store.engine.connect() as conn:
-            assert await conn.run_sync(runner.current_revision) == "0001"
+            assert await conn.run_sync(runner.current_revision) == HEAD
     finally:
         await store.aclose()
 
@@ -136,4 +141,4 @@ async def test_in_memory_sqlite_upgrades_through_the_stores_engine() -> None:
 async def test_workers_starting_together_all_reach_head(db_url: str) -> None:
     """Four processes' worth of concurrent upgrades: no 'table already exists'."""
     await asyncio.gather(*(runner.upgrade(db_url) for _ in range(4)))
-    assert await runner.current(db_url) == "0001"
+    assert await runner.current(db_url) == HEAD

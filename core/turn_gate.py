@@ -1,0 +1,192 @@
+"""The chat service's side of the inbox: one turn per scope across processes.
+
+Why a row and not a PostgreSQL advisory lock or a compare-and-set of the head:
+
+- an advisory lock is held by a connection, so every answer streaming for 30 s would
+  tie up one pooled connection (and SQLite has no such lock at all);
+- a compare-and-set of the head in ``commit_turn`` notices the conflict only after the
+  answer has been shown, and the shown answer can then neither be committed in its
+  thread nor taken back;
+- the inbox row is needed anyway for crash recovery (the message must be durable before
+  the platform learns it arrived, and the answer's platform messages must be known to
+  mend them after a kill -9). Its ``answering`` state, under a partial unique index, is
+  the scope's lock on SQLite and PostgreSQL alike; taking it is one short UPDATE, and
+  nothing holds a connection while the answer streams.
+
+A waiting turn polls (from 20 ms up to 0.5 s apart; turns of one scope in one process
+queue on an asyncio lock first, so only one of them polls). A holder that died is
+noticed by ``core.workers.is_gone`` and its entry handed to the recovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from core.incoming import IncomingMessage
+from core.store.inbox import InboxEntry, LeaseLost, SQLInbox
+from core.store.models import utcnow
+from core.workers import HEARTBEAT_SECONDS, is_gone, this_worker
+
+log = logging.getLogger(__name__)
+
+FIRST_POLL = 0.02
+LAST_POLL = 0.5
+
+# The inbox entries this process is handling, over all its bots' gates: an entry of
+# this worker that is not here was left by a turn that could not give it back.
+_handling: set[str] = set()
+
+
+@dataclass(eq=False, slots=True)
+class Ticket:
+    """One message's entry in the inbox, while this process handles it."""
+
+    id: str
+    scope_key: str
+    replies: tuple[str, ...] = ()
+    finished: bool = False
+    _noted: tuple[str, ...] = ()
+    _writer: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class TurnGate:
+    """Receives, serialises and finishes one bot's turns through the inbox."""
+
+    def __init__(self, inbox: SQLInbox, bot: str, *, on_dead_holder: Callable[[], None]) -> None:
+        self.inbox = inbox
+        self.bot = bot
+        self.worker = str(this_worker())
+        self._on_dead_holder = on_dead_holder
+        self._active: set[Ticket] = set()
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    async def receive(self, msg: IncomingMessage, scope_key: str) -> Ticket | None:
+        """Record ``msg``; None if it is already known (a re-delivery)."""
+        ticket = Ticket(str(uuid.uuid4()), scope_key)
+        fresh = await self.inbox.receive(
+            entry=ticket.id,
+            bot=self.bot,
+            scope_key=scope_key,
+            chat_id=msg.chat_id,
+            message_id=msg.message_id,
+            message=msg.to_record(),
+            worker=self.worker,
+        )
+        if not fresh:
+            return None
+        self._activate(ticket)
+        return ticket
+
+    def resume(self, entry: InboxEntry) -> Ticket:
+        """A claimed entry of a dead worker, handled here from now on."""
+        ticket = Ticket(entry.id, entry.scope_key, entry.replies, _noted=entry.replies)
+        self._activate(ticket)
+        return ticket
+
+    async def take(self, ticket: Ticket) -> None:
+        """Wait until ``ticket`` answers its scope (LeaseLost if taken over)."""
+        wait = FIRST_POLL
+        told = False
+        while True:
+            holder = await self.inbox.take(
+                ticket.id, bot=self.bot, scope_key=ticket.scope_key, worker=self.worker
+            )
+            if holder is None:
+                return
+            if holder.worker == self.worker and holder.id and holder.id not in _handling:
+                # Ours, but no turn of this process has it: a requeue after a
+                # cancellation failed. Nobody will finish it but us.
+                await self.inbox.finish(holder.id, "interrupted", worker=self.worker)
+                continue
+            if holder.id and is_gone(holder.worker, holder.heartbeat_at, utcnow()):
+                if not told:
+                    log.warning(
+                        "bot %s: the worker answering scope %s is gone (%s); recovering its turn",
+                        self.bot,
+                        ticket.scope_key,
+                        holder.worker,
+                    )
+                    told = True
+                self._on_dead_holder()
+            await asyncio.sleep(wait)
+            wait = min(wait * 1.5, LAST_POLL)
+
+    async def cancelled(self, ticket: Ticket) -> None:
+        """The turn was cancelled (a shutdown past its grace): free the scope for this
+        process's next turns, and leave the entry for the next start to resolve."""
+        self._forget(ticket)
+        ticket.finished = True
+        try:
+            await asyncio.shield(self.inbox.requeue(ticket.id, worker=self.worker))
+        except (Exception, asyncio.CancelledError) as exc:
+            log.debug("bot %s: could not requeue a cancelled turn (%s)", self.bot, exc)
+
+    def track(self, ticket: Ticket, replies: Sequence[str]) -> None:
+        """The answer's platform messages so far; written in the background, the
+        newest list winning, at most one write at a time per ticket."""
+        ticket.replies = tuple(replies)
+        if ticket._writer is None or ticket._writer.done():
+            ticket._writer = asyncio.get_running_loop().create_task(self._note(ticket))
+
+    async def _note(self, ticket: Ticket) -> None:
+        while ticket.replies != ticket._noted and not ticket.finished:
+            replies = ticket.replies
+            try:
+                await self.inbox.note_replies(ticket.id, replies)
+            except Exception as exc:  # recovery then knows less; the turn goes on
+                log.warning("bot %s: could not record reply ids (%s)", self.bot, exc)
+                return
+            ticket._noted = replies
+
+    async def flush(self, ticket: Ticket) -> None:
+        """Wait for the reply ids written so far."""
+        if ticket._writer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(ticket._writer)
+
+    def committed(self, ticket: Ticket) -> None:
+        """The turn's commit marked the entry done."""
+        ticket.finished = True
+        self._forget(ticket)
+
+    async def finish(self, ticket: Ticket, outcome: str) -> None:
+        """Mark the entry done (if the commit did not); failures are only logged: the
+        entry then waits for the recovery, which finds this worker alive and leaves it
+        until it is restarted."""
+        if ticket.finished:
+            return
+        ticket.finished = True
+        self._forget(ticket)
+        try:
+            await self.inbox.finish(ticket.id, outcome, worker=self.worker)
+        except LeaseLost:
+            pass
+        except Exception as exc:
+            log.warning("bot %s: could not close the inbox entry (%s)", self.bot, exc)
+
+    # -- heartbeat ----------------------------------------------------------------------
+
+    def _forget(self, ticket: Ticket) -> None:
+        self._active.discard(ticket)
+        _handling.discard(ticket.id)
+
+    def _activate(self, ticket: Ticket) -> None:
+        self._active.add(ticket)
+        _handling.add(ticket.id)
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+
+    async def _beat(self) -> None:
+        while self._active:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            if not self._active:
+                return
+            try:
+                await self.inbox.heartbeat(self.worker)
+            except Exception as exc:  # the database is away: turns fail on their own
+                log.debug("bot %s: heartbeat failed (%s)", self.bot, exc)
