@@ -159,6 +159,9 @@ class ChatService:
                     refusal = RATE_LIMITED_TEXT.format(wait=wait)
                     await _tell(sink, refusal, refusal)
                     return Outcome.RATE_LIMITED
+            answering = getattr(sink, "answering", None)
+            if answering is not None:
+                msg = await answering(msg)  # e.g. moved into a thread opened for it
             start_typing = getattr(sink, "start_typing", None)
             if start_typing is not None:
                 start_typing()

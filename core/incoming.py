@@ -18,6 +18,11 @@ backend changed); the console prints it on stderr, and sinks without it are skip
 And ``def start_typing(self) -> None``, called once the service has decided to answer
 (and before it waits for the scope's lock), so a platform shows "typing…" only for
 messages the bot will answer, never for group chatter it ignores.
+Before that, ``async def answering(self, msg: IncomingMessage) -> IncomingMessage`` is
+awaited at the same point (every check passed, the backend will be asked): the sink may
+move the answer elsewhere and returns the message as it now stands, whose chat and
+thread then decide the scope. Discord's ``auto_thread`` opens its thread there, so a
+refused or ignored message never leaves an empty thread behind.
 """
 
 from __future__ import annotations

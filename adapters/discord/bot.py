@@ -32,11 +32,12 @@ from adapters.delivery.scheduler import DeliveryScheduler
 from adapters.delivery.sink import DeliverySink
 from adapters.delivery.target import PlatformLimits
 from adapters.discord.attachments import TooLong, with_attachments
+from adapters.discord.auto_thread import ThreadOnAnswer, thread_name
 from adapters.discord.commands import command_tree, sync
 from adapters.discord.config import DiscordBotConfig
 from adapters.discord.limits import DISCORD_LIMITS
 from adapters.discord.render import DiscordRenderer
-from adapters.discord.target import DiscordTarget, InteractionTarget
+from adapters.discord.target import Channel, DiscordTarget, InteractionTarget
 from adapters.discord.updates import NO_TEXT_REPLY, Inbound, inbound
 from core.chat_service import ChatService
 from core.http import redact_url
@@ -47,7 +48,6 @@ log = logging.getLogger(__name__)
 DISALLOWED_INTENTS = 4014
 AUTHENTICATION_FAILED = 4004
 BAD_TOKEN = "Discord rejected the bot token; reset it on the developer portal (Bot → Reset Token)"
-THREAD_NAME_MAX = 100  # Discord's limit for a thread name
 TOO_LONG_FILES = "Those files are too long for me: the limit is {limit} characters in all."
 MISSING_INTENT = (
     "Discord refused the Message Content intent; enable it on the developer portal "
@@ -313,52 +313,15 @@ class DiscordAdapter(Adapter):
                 with contextlib.suppress(discord.HTTPException):
                     await interaction.delete_original_response()
 
-    async def _open_thread(self, found: Inbound) -> Inbound:
-        """With ``auto_thread``, a question the bot answers in a channel opens a public
-        thread named from it, and the answer and the conversation go on there."""
-        raw = found.raw
-        if (
-            not self.config.auto_thread
-            or raw is None
-            or not isinstance(found.channel, discord.TextChannel)
-            or not self._will_read(found.message)
-            or not found.message.addresses_bot  # a mention opens one; chatter does not
-        ):
-            return found
-        first_line = found.message.text.strip().splitlines()[0] if found.message.text else ""
-        name = first_line[:THREAD_NAME_MAX].strip() or "Conversation"
-        try:
-            thread = await raw.create_thread(name=name)
-        except discord.HTTPException as exc:
-            log.warning(
-                "bot %s: could not open a thread in channel %s (%s); answering there; "
-                "the bot needs Create Public Threads and Send Messages in Threads",
-                self.config.name,
-                found.channel.id,
-                exc.text or exc.status,
-            )
-            return found
-        # The thread is a chat of its own: a new conversation that goes on there.
-        message = dataclasses.replace(
-            found.message,
-            chat_id=str(thread.id),
-            thread_id=str(thread.id),
-            also_chats=(found.message.chat_id, *found.message.also_chats),
-        )
-        return dataclasses.replace(found, message=message, channel=thread, in_new_thread=True)
-
-    async def _answer(self, found: Inbound) -> None:
+    def _sink(self, channel: Channel, reply_to: int | None) -> DeliverySink:
         assert self._scheduler is not None
-        found = await self._open_thread(found)
         target = DiscordTarget(
-            found.channel,
+            channel,
             bot=self.config.name,
-            # In a server the answer replies to the question; in a DM that is only
-            # noise, and a thread opened from the question already shows it.
-            reply_to=None if found.message.is_direct or found.in_new_thread else found.message_id,
+            reply_to=reply_to,
             ping_on_reply=self.config.ping_on_reply,
         )
-        sink = DeliverySink(
+        return DeliverySink(
             self._scheduler,
             target,
             self._renderer,
@@ -366,6 +329,29 @@ class DiscordAdapter(Adapter):
             edit_interval=self.config.edit_interval,
             typing=False,  # the chat service starts it once it decides to answer
         )
+
+    def _reply_sink(self, found: Inbound) -> DeliverySink | ThreadOnAnswer:
+        """Where the answer to ``found`` goes: a reply to it in its channel (in a DM
+        only noise: no reply there), or, with ``auto_thread``, for a mention in a text
+        channel, a thread opened once the chat service decides to answer."""
+        raw = found.raw
+        if (
+            self.config.auto_thread
+            and raw is not None
+            and isinstance(found.channel, discord.TextChannel)
+            and found.message.addresses_bot  # a mention opens one; chatter does not
+        ):
+            return ThreadOnAnswer(
+                raw,
+                found.channel,
+                self._sink,
+                bot=self.config.name,
+                name=thread_name(found.message.text),
+            )
+        return self._sink(found.channel, None if found.message.is_direct else found.message_id)
+
+    async def _answer(self, found: Inbound) -> None:
+        sink = self._reply_sink(found)
         try:
             message = found.message
             if found.files and self._will_read(message):

@@ -41,8 +41,6 @@ class Inbound:
     files: tuple[discord.Attachment, ...] = ()
     """Text attachments to read into the message, once the bot is sure to look at it."""
     raw: discord.Message | None = None
-    in_new_thread: bool = False
-    """The bot has just opened ``channel`` from this message (``auto_thread``)."""
 
 
 def _reply_to(message: discord.Message, bot_id: int) -> tuple[str | None, bool]:
