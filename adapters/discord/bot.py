@@ -38,7 +38,7 @@ from adapters.discord.config import DiscordBotConfig
 from adapters.discord.limits import DISCORD_LIMITS
 from adapters.discord.render import DiscordRenderer
 from adapters.discord.target import Channel, DiscordTarget, InteractionTarget
-from adapters.discord.updates import NO_TEXT_REPLY, Inbound, inbound
+from adapters.discord.updates import NO_TEXT_REPLY, SENDABLE, Inbound, from_a_person, inbound
 from core.chat_service import ChatService
 from core.http import redact_url
 from core.incoming import IncomingMessage, ReplyTargetGone
@@ -271,6 +271,9 @@ class DiscordAdapter(Adapter):
         client = self._client
         if not self._accepting or client is None or client.user is None:
             return
+        if isinstance(message.channel, discord.PartialMessageable) and from_a_person(message):
+            self._inflight.spawn(self._answer_uncached(message))
+            return
         found = inbound(
             message,
             bot=self.config.name,
@@ -281,6 +284,43 @@ class DiscordAdapter(Adapter):
             # Our own task, so the gateway reader goes on at once; the chat service's
             # per-scope lock keeps one scope's answers in order.
             self._inflight.spawn(self._answer(found))
+
+    async def _answer_uncached(self, message: discord.Message) -> None:
+        """A message in a channel discord.py has no object for (a thread it never
+        heard of: no GUILD_CREATE or THREAD_CREATE listed it) comes with a
+        ``PartialMessageable``: fetched, it is answered like any other. Not kept:
+        discord.py has no public API to cache it (it adds the thread itself once a
+        THREAD_UPDATE or THREAD_LIST_SYNC names it); until then, one GET per message."""
+        client = self._client
+        assert client is not None and client.user is not None
+        where = message.channel.id
+        try:
+            channel: object = await client.fetch_channel(where)
+        except discord.HTTPException as exc:
+            self._dropped(where, f"fetching it failed: {exc.status} {exc.text or exc.code}")
+            return
+        except (discord.InvalidData, aiohttp.ClientError, OSError) as exc:
+            self._dropped(where, f"fetching it failed: {exc or type(exc).__name__}")
+            return
+        found = inbound(
+            message,
+            bot=self.config.name,
+            bot_id=client.user.id,
+            auto_thread=self.config.auto_thread,
+            channel=channel,
+        )
+        if found is None and not isinstance(channel, SENDABLE):
+            self._dropped(where, f"it is a {type(channel).__name__}, not one the bot writes in")
+        if found is not None:
+            await self._answer(found)
+
+    def _dropped(self, channel_id: int, why: str) -> None:
+        log.info(
+            "bot %s: dropped a message in channel %s, which discord.py does not know: %s",
+            self.config.name,
+            channel_id,
+            why,
+        )
 
     async def _answer_command(
         self, interaction: discord.Interaction[Any], msg: IncomingMessage, is_command: bool
