@@ -1,9 +1,9 @@
 """Discord messages as platform-neutral ``IncomingMessage`` s.
 
-Scopes in a thread: ``chat_id`` is the thread's parent channel and ``thread_id`` the
-thread, as a Telegram forum topic is its group plus its topic. So ``allowed_chats``
-lists channels and covers their threads, ``scope: chat`` makes a channel and its
-threads one conversation, and ``scope: thread`` gives each thread its own.
+Scopes in a thread: a thread is a chat of its own (``chat_id`` and ``thread_id`` are
+the thread), so under ``scope: chat`` or ``thread`` it is a conversation apart from
+its channel's. Its parent channel and that channel's category are in ``also_chats``:
+``allowed_chats`` may list channels or categories, and covers their threads.
 """
 
 from __future__ import annotations
