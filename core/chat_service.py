@@ -205,6 +205,9 @@ class ChatService:
                     refusal = RATE_LIMITED_TEXT.format(wait=wait)
                     await _tell(sink, refusal, refusal)
                     return Outcome.RATE_LIMITED
+            answering = getattr(sink, "answering", None)
+            if answering is not None:
+                msg = await answering(msg)  # e.g. moved into a thread opened for it
             scope_key = self.policy.scope_key(msg)
             try:
                 ticket = resumed or await self._gate.receive(msg, scope_key)

@@ -17,7 +17,12 @@ remarks about the conversation itself (e.g. that a new one starts because the bo
 backend changed); the console prints it on stderr, and sinks without it are skipped.
 And ``def start_typing(self) -> None``, called once the service has decided to answer
 (and before it waits for the scope's lock), so a platform shows "typing…" only for
-messages the bot will answer, never for group chatter it ignores. And
+messages the bot will answer, never for group chatter it ignores.
+Before that, ``async def answering(self, msg: IncomingMessage) -> IncomingMessage`` is
+awaited at the same point (every check passed, the backend will be asked): the sink may
+move the answer elsewhere and returns the message as it now stands, whose chat and
+thread then decide the scope. Discord's ``auto_thread`` opens its thread there, so a
+refused or ignored message never leaves an empty thread behind. And
 ``def watch_sent(self, callback: Callable[[Sequence[str]], None]) -> None``: the sink
 calls ``callback`` with the platform ids of the answer's messages whenever a new one
 exists, so that a restart after a crash can find and mend them.

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,22 +32,22 @@ from adapters.delivery.scheduler import DeliveryScheduler
 from adapters.delivery.sink import DeliverySink
 from adapters.delivery.target import PlatformLimits
 from adapters.discord.attachments import TooLong, with_attachments
+from adapters.discord.auto_thread import ThreadOnAnswer, thread_name
 from adapters.discord.commands import command_tree, sync
 from adapters.discord.config import DiscordBotConfig
 from adapters.discord.limits import DISCORD_LIMITS
 from adapters.discord.render import DiscordRenderer
-from adapters.discord.target import DiscordTarget, InteractionTarget
-from adapters.discord.updates import NO_TEXT_REPLY, Inbound, inbound
+from adapters.discord.target import Channel, DiscordTarget, InteractionTarget
+from adapters.discord.updates import NO_TEXT_REPLY, SENDABLE, Inbound, from_a_person, inbound
 from core.chat_service import ChatService
 from core.http import redact_url
-from core.incoming import IncomingMessage, ReplyTargetGone
+from core.incoming import IncomingMessage, ReplySink, ReplyTargetGone
 
 log = logging.getLogger(__name__)
 
 DISALLOWED_INTENTS = 4014
 AUTHENTICATION_FAILED = 4004
 BAD_TOKEN = "Discord rejected the bot token; reset it on the developer portal (Bot → Reset Token)"
-THREAD_NAME_MAX = 100  # Discord's limit for a thread name
 TOO_LONG_FILES = "Those files are too long for me: the limit is {limit} characters in all."
 MISSING_INTENT = (
     "Discord refused the Message Content intent; enable it on the developer portal "
@@ -218,11 +218,13 @@ class DiscordAdapter(Adapter):
         connection = asyncio.ensure_future(client.connect(reconnect=True))
         stopping = asyncio.ensure_future(stop.wait())
         ready = asyncio.ensure_future(client.wait_until_ready())
+        recovery: asyncio.Future[None] | None = None
         try:
             await asyncio.wait({connection, stopping, ready}, return_when=asyncio.FIRST_COMPLETED)
             if ready.done() and not connection.done():
                 assert client.user is not None
                 log.info("bot %s: %s is up on Discord", self.config.name, client.user)
+                recovery = asyncio.ensure_future(self.service.keep_recovering(self))
                 await asyncio.wait({connection, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if connection.done():
                 self._gateway_failed(connection, started=ready.done())
@@ -231,6 +233,10 @@ class DiscordAdapter(Adapter):
             await self._inflight.drain(self.config.shutdown_grace)
         finally:
             self._accepting = False
+            if recovery is not None:
+                recovery.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await recovery
             await self._inflight.drain(0)
             for task in (stopping, ready):
                 task.cancel()
@@ -271,6 +277,9 @@ class DiscordAdapter(Adapter):
         client = self._client
         if not self._accepting or client is None or client.user is None:
             return
+        if isinstance(message.channel, discord.PartialMessageable) and from_a_person(message):
+            self._inflight.spawn(self._answer_uncached(message))
+            return
         found = inbound(
             message,
             bot=self.config.name,
@@ -281,6 +290,43 @@ class DiscordAdapter(Adapter):
             # Our own task, so the gateway reader goes on at once; the chat service's
             # per-scope lock keeps one scope's answers in order.
             self._inflight.spawn(self._answer(found))
+
+    async def _answer_uncached(self, message: discord.Message) -> None:
+        """A message in a channel discord.py has no object for (a thread it never
+        heard of: no GUILD_CREATE or THREAD_CREATE listed it) comes with a
+        ``PartialMessageable``: fetched, it is answered like any other. Not kept:
+        discord.py has no public API to cache it (it adds the thread itself once a
+        THREAD_UPDATE or THREAD_LIST_SYNC names it); until then, one GET per message."""
+        client = self._client
+        assert client is not None and client.user is not None
+        where = message.channel.id
+        try:
+            channel: object = await client.fetch_channel(where)
+        except discord.HTTPException as exc:
+            self._dropped(where, f"fetching it failed: {exc.status} {exc.text or exc.code}")
+            return
+        except (discord.InvalidData, aiohttp.ClientError, OSError) as exc:
+            self._dropped(where, f"fetching it failed: {exc or type(exc).__name__}")
+            return
+        found = inbound(
+            message,
+            bot=self.config.name,
+            bot_id=client.user.id,
+            auto_thread=self.config.auto_thread,
+            channel=channel,
+        )
+        if found is None and not isinstance(channel, SENDABLE):
+            self._dropped(where, f"it is a {type(channel).__name__}, not one the bot writes in")
+        if found is not None:
+            await self._answer(found)
+
+    def _dropped(self, channel_id: int, why: str) -> None:
+        log.info(
+            "bot %s: dropped a message in channel %s, which discord.py does not know: %s",
+            self.config.name,
+            channel_id,
+            why,
+        )
 
     async def _answer_command(
         self, interaction: discord.Interaction[Any], msg: IncomingMessage, is_command: bool
@@ -313,59 +359,66 @@ class DiscordAdapter(Adapter):
                 with contextlib.suppress(discord.HTTPException):
                     await interaction.delete_original_response()
 
-    async def _open_thread(self, found: Inbound) -> Inbound:
-        """With ``auto_thread``, a question the bot answers in a channel opens a public
-        thread named from it, and the answer and the conversation go on there."""
-        raw = found.raw
-        if (
-            not self.config.auto_thread
-            or raw is None
-            or not isinstance(found.channel, discord.TextChannel)
-            or not self._will_read(found.message)
-            or not found.message.addresses_bot  # a mention opens one; chatter does not
-        ):
-            return found
-        first_line = found.message.text.strip().splitlines()[0] if found.message.text else ""
-        name = first_line[:THREAD_NAME_MAX].strip() or "Conversation"
-        try:
-            thread = await raw.create_thread(name=name)
-        except discord.HTTPException as exc:
-            log.warning(
-                "bot %s: could not open a thread in channel %s (%s); answering there; "
-                "the bot needs Create Public Threads and Send Messages in Threads",
-                self.config.name,
-                found.channel.id,
-                exc.text or exc.status,
-            )
-            return found
-        # The thread is a chat of its own: a new conversation that goes on there.
-        message = dataclasses.replace(
-            found.message,
-            chat_id=str(thread.id),
-            thread_id=str(thread.id),
-            also_chats=(found.message.chat_id, *found.message.also_chats),
-        )
-        return dataclasses.replace(found, message=message, channel=thread, in_new_thread=True)
-
-    async def _answer(self, found: Inbound) -> None:
+    def _sink(
+        self, channel: Channel, reply_to: int | None, adopt: Sequence[str] = ()
+    ) -> DeliverySink:
         assert self._scheduler is not None
-        found = await self._open_thread(found)
         target = DiscordTarget(
-            found.channel,
+            channel,
             bot=self.config.name,
-            # In a server the answer replies to the question; in a DM that is only
-            # noise, and a thread opened from the question already shows it.
-            reply_to=None if found.message.is_direct or found.in_new_thread else found.message_id,
+            reply_to=reply_to,
             ping_on_reply=self.config.ping_on_reply,
         )
-        sink = DeliverySink(
+        return DeliverySink(
             self._scheduler,
             target,
             self._renderer,
             stream=self.config.stream,
             edit_interval=self.config.edit_interval,
             typing=False,  # the chat service starts it once it decides to answer
+            adopt=adopt,
         )
+
+    @contextlib.asynccontextmanager
+    async def reply_sink(
+        self, msg: IncomingMessage, *, adopt: Sequence[str]
+    ) -> AsyncIterator[ReplySink]:
+        """Crash recovery's way back into a chat (``core.incoming.Redelivery``)."""
+        client = self._client
+        assert client is not None
+        channel_id = int(msg.chat_id)
+        channel = client.get_channel(channel_id) or await client.fetch_channel(channel_id)
+        if not isinstance(channel, Channel):
+            raise TypeError(f"channel {channel_id} is a {type(channel).__name__}")
+        reply_to = None if msg.is_direct or not msg.message_id else int(msg.message_id)
+        sink = self._sink(channel, reply_to, adopt)
+        try:
+            yield sink
+        finally:
+            await sink.aclose()
+
+    def _reply_sink(self, found: Inbound) -> DeliverySink | ThreadOnAnswer:
+        """Where the answer to ``found`` goes: a reply to it in its channel (in a DM
+        only noise: no reply there), or, with ``auto_thread``, for a mention in a text
+        channel, a thread opened once the chat service decides to answer."""
+        raw = found.raw
+        if (
+            self.config.auto_thread
+            and raw is not None
+            and isinstance(found.channel, discord.TextChannel)
+            and found.message.addresses_bot  # a mention opens one; chatter does not
+        ):
+            return ThreadOnAnswer(
+                raw,
+                found.channel,
+                self._sink,
+                bot=self.config.name,
+                name=thread_name(found.message.text),
+            )
+        return self._sink(found.channel, None if found.message.is_direct else found.message_id)
+
+    async def _answer(self, found: Inbound) -> None:
+        sink = self._reply_sink(found)
         try:
             message = found.message
             if found.files and self._will_read(message):

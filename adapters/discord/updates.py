@@ -1,9 +1,9 @@
 """Discord messages as platform-neutral ``IncomingMessage`` s.
 
-Scopes in a thread: ``chat_id`` is the thread's parent channel and ``thread_id`` the
-thread, as a Telegram forum topic is its group plus its topic. So ``allowed_chats``
-lists channels and covers their threads, ``scope: chat`` makes a channel and its
-threads one conversation, and ``scope: thread`` gives each thread its own.
+Scopes in a thread: a thread is a chat of its own (``chat_id`` and ``thread_id`` are
+the thread), so under ``scope: chat`` or ``thread`` it is a conversation apart from
+its channel's. Its parent channel and that channel's category are in ``also_chats``:
+``allowed_chats`` may list channels or categories, and covers their threads.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ PLATFORM = "discord"
 NO_TEXT_REPLY = "I can only read text messages for now."
 # What a user writes; everything else (joins, pins, thread starters...) is a system message.
 _USER_TYPES = (discord.MessageType.default, discord.MessageType.reply)
-_SENDABLE = (
+SENDABLE = (
     discord.TextChannel,
     discord.Thread,
     discord.DMChannel,
@@ -41,8 +41,6 @@ class Inbound:
     files: tuple[discord.Attachment, ...] = ()
     """Text attachments to read into the message, once the bot is sure to look at it."""
     raw: discord.Message | None = None
-    in_new_thread: bool = False
-    """The bot has just opened ``channel`` from this message (``auto_thread``)."""
 
 
 def _reply_to(message: discord.Message, bot_id: int) -> tuple[str | None, bool]:
@@ -71,18 +69,33 @@ def strip_mentions(text: str, bot_id: int, role_ids: set[int]) -> tuple[str, boo
     return (stripped.strip(), True) if count else (text, False)
 
 
-def inbound(
-    message: discord.Message, *, bot: str, bot_id: int, auto_thread: bool = False
-) -> Inbound | None:
-    """The message if parley acts on it; None for what it ignores: other bots (and
-    itself), webhooks, system messages, guild messages without text. With
-    ``auto_thread``, every message in a thread the bot opened is addressed to it."""
+def from_a_person(message: discord.Message) -> bool:
+    """Written by a user: not by a bot (the bot itself too), a webhook or the system."""
     author = message.author
     if author.bot or author.system or message.webhook_id is not None:
+        return False
+    return message.type in _USER_TYPES
+
+
+def inbound(
+    message: discord.Message,
+    *,
+    bot: str,
+    bot_id: int,
+    auto_thread: bool = False,
+    channel: object = None,
+) -> Inbound | None:
+    """The message if parley acts on it; None for what it ignores: other bots (and
+    itself), webhooks, system messages, guild messages without text, channels it cannot
+    answer in. With ``auto_thread``, every message in a thread the bot opened is
+    addressed to it. ``channel``: the message's channel, fetched, where discord.py had
+    only a ``PartialMessageable`` for it."""
+    if not from_a_person(message):
         return None
-    if message.type not in _USER_TYPES or not isinstance(message.channel, _SENDABLE):
+    channel = message.channel if channel is None else channel
+    if not isinstance(channel, SENDABLE):
         return None
-    channel = message.channel
+    author = message.author
     direct = isinstance(channel, discord.DMChannel)
     raw = message.content
     files = tuple(a for a in message.attachments if is_text(a))

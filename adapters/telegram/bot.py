@@ -8,8 +8,10 @@ so a shutdown can let answers in flight finish within ``shutdown_grace``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+from collections.abc import AsyncIterator, Sequence
 from urllib.parse import urlsplit
 
 from telegram import BotCommand, Update
@@ -27,7 +29,7 @@ from adapters.telegram.target import TelegramTarget
 from adapters.telegram.updates import NO_TEXT_REPLY, Inbound, inbound
 from core.chat_service import ChatService
 from core.http import redact_url
-from core.incoming import ReplyTargetGone
+from core.incoming import IncomingMessage, ReplySink, ReplyTargetGone
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,7 @@ class TelegramAdapter(Adapter):
         self._scheduler: DeliveryScheduler | None = None
         self._bot_id = 0
         self._username = ""
+        self._app: Application | None = None  # type: ignore[type-arg]
 
     @property
     def api_base_url(self) -> str:
@@ -83,8 +86,12 @@ class TelegramAdapter(Adapter):
             return
         scheduler = DeliveryScheduler(self.limits)
         self._scheduler = scheduler
+        self._app = app
+        recovery: asyncio.Task[None] | None = None
         try:
             await app.start()
+            # Turns a stopped or crashed worker left: mended before new ones start.
+            recovery = asyncio.ensure_future(self.service.keep_recovering(self))
             await self._start_updates(app)
             log.info("bot %s: @%s is up (%s)", self.config.name, self._username, self.config.mode)
             await stop.wait()
@@ -93,6 +100,10 @@ class TelegramAdapter(Adapter):
                 await app.updater.stop()  # no new updates from here on
             await self._inflight.drain(self.config.shutdown_grace)
         finally:
+            if recovery is not None:
+                recovery.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await recovery
             await self._inflight.drain(0)
             if app.running:
                 await app.stop()
@@ -202,23 +213,38 @@ class TelegramAdapter(Adapter):
             # the chat service's per-scope lock keeps one scope's answers in order.
             self._inflight.spawn(self._answer(found, context))
 
-    async def _answer(self, found: Inbound, context: ContextTypes.DEFAULT_TYPE) -> None:
-        assert self._scheduler is not None
+    def _sink(self, found: IncomingMessage, adopt: Sequence[str] = ()) -> DeliverySink:
+        assert self._scheduler is not None and self._app is not None
         target = TelegramTarget(
-            context.bot,
-            found.chat_id,
-            private=found.message.is_direct,
-            thread_id=found.thread_id,
-            reply_to=found.message_id,
+            self._app.bot,
+            int(found.chat_id),
+            private=found.is_direct,
+            thread_id=int(found.thread_id) if found.thread_id else None,
+            reply_to=int(found.message_id) if found.message_id else None,
         )
-        sink = DeliverySink(
+        return DeliverySink(
             self._scheduler,
             target,
             self._renderer,
             stream=self.config.stream,
             edit_interval=self.config.edit_interval,
             typing=False,  # the chat service starts it once it decides to answer
+            adopt=adopt,
         )
+
+    @contextlib.asynccontextmanager
+    async def reply_sink(
+        self, msg: IncomingMessage, *, adopt: Sequence[str]
+    ) -> AsyncIterator[ReplySink]:
+        """Crash recovery's way back into a chat (``core.incoming.Redelivery``)."""
+        sink = self._sink(msg, adopt)
+        try:
+            yield sink
+        finally:
+            await sink.aclose()
+
+    async def _answer(self, found: Inbound, context: ContextTypes.DEFAULT_TYPE) -> None:
+        sink = self._sink(found.message)
         try:
             if found.has_text:
                 await self.service.handle(found.message, sink, commands=found.is_command)

@@ -419,6 +419,38 @@ async def test_a_message_over_max_input_chars_is_refused_before_the_backend(
     await service.backend.aclose()
 
 
+class MovingSink(RecordingSink):
+    """Moves every answer to chat ``moved`` (as Discord's auto_thread opens a thread)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answering_calls: list[IncomingMessage] = []
+
+    async def answering(self, message: IncomingMessage) -> IncomingMessage:
+        self.answering_calls.append(message)
+        return dataclasses.replace(message, chat_id="moved")
+
+
+async def test_answering_is_awaited_only_for_answered_messages_and_may_move_them(
+    server: FakeOpenAIServer, store: SQLStore
+) -> None:
+    service = make_service(server, store, max_input_chars=20, rate_limit=(1, 60))
+    refused = [msg("x" * 21), msg("/help"), msg("   "), msg("hi", is_direct=False)]
+    for message in refused:
+        sink = MovingSink()
+        await service.handle(message, sink)
+        assert sink.answering_calls == [], message.text
+    sink = MovingSink()
+    assert await service.handle(msg("hello"), sink) is Outcome.ANSWERED
+    assert [m.text for m in sink.answering_calls] == ["hello"]
+    assert await store.get_head("bot", "test:chat:chat-1") is None
+    assert await store.get_head("bot", "test:chat:moved") is not None, "the moved scope"
+    limited = MovingSink()
+    assert await service.handle(msg("again"), limited) is Outcome.RATE_LIMITED
+    assert limited.answering_calls == []
+    await service.backend.aclose()
+
+
 async def test_a_failure_is_one_operator_line_logged_once(
     server: FakeOpenAIServer, store: SQLStore, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -75,7 +75,9 @@ Test side (sync unless it waits): ``user``, ``guild``, ``role``, ``member``,
 ``slash`` and ``dispatch`` make events; ``reconnect``, ``invalid_session``, ``drop``
 and ``close_gateway`` act on the live gateway sockets; ``messages`` / ``bot_messages``
 / ``message`` give current state (``StoredMessage`` with edit ``history``); ``calls``
-/ ``calls_to`` record every REST call (``Call``); ``commands`` holds synced commands
+/ ``calls_to`` record every REST call (``Call``: its body, its ``allowed_mentions``,
+and for each message it posted or edited whom that ``pinged``); an ``Interaction``
+keeps when its callback came (``acknowledged_after``); ``commands`` holds synced commands
 per guild (None: global); ``identifies``, ``resumes``, ``events``; ``wait_for``,
 ``wait_ready``, ``wait_bot_messages``, ``wait_calls`` wait; ``fail_next`` and
 ``forbid`` inject faults; ``count_429`` counts 429s. ``patched()`` /

@@ -434,6 +434,7 @@ class Rest:
         required: bool = True,
         flags: int = 0,
         interaction: Interaction | None = None,
+        call: Call | None = None,
     ) -> StoredMessage:
         fake = self.fake
         content = self._content(body, required=required)
@@ -448,6 +449,8 @@ class Rest:
         msg = fake._store(channel, fake.bot, content, reference=reference, from_bot=True)
         msg.mentions, msg.mention_roles, msg.mention_everyone = users, roles, everyone
         msg.allowed_mentions = allowed
+        if call is not None:
+            call.pinged = (users, roles, everyone)
         msg.embeds = list(body.get("embeds") or [])
         msg.attachments = list(body.get("_files") or [])
         kept = FLAG_SUPPRESS_EMBEDS | FLAG_SUPPRESS_NOTIFICATIONS
@@ -461,7 +464,9 @@ class Rest:
             fake.dispatch("MESSAGE_CREATE", fake.message_dict(msg, gateway=True), channel.guild_id)
         return msg
 
-    def _edit(self, msg: StoredMessage, body: dict[str, Any]) -> StoredMessage:
+    def _edit(
+        self, msg: StoredMessage, body: dict[str, Any], call: Call | None = None
+    ) -> StoredMessage:
         fake = self.fake
         if msg.author.id != fake.bot.id:
             raise ApiError(403, "Cannot edit a message authored by another user", 50005)
@@ -483,6 +488,8 @@ class Rest:
             fake._revise(msg, content)
             msg.mentions, msg.mention_roles, msg.mention_everyone = users, roles, everyone
             msg.allowed_mentions = allowed
+            if call is not None:
+                call.pinged = (users, roles, everyone)
         msg.embeds = embeds
         msg.flags &= ~FLAG_LOADING
         if not msg.ephemeral:
@@ -558,7 +565,7 @@ class Rest:
     async def _create_message(self, call: Call) -> Any:
         channel = self._writable(call)
         body = call.body if isinstance(call.body, dict) else {}
-        return self.fake.message_dict(self._bot_message(channel, body))
+        return self.fake.message_dict(self._bot_message(channel, body, call=call))
 
     async def _get_message(self, call: Call) -> Any:
         channel = self._channel(call)
@@ -568,7 +575,7 @@ class Rest:
         channel = self._writable(call)
         msg = self._own(channel, call.params["message_id"])
         body = call.body if isinstance(call.body, dict) else {}
-        return self.fake.message_dict(self._edit(msg, body))
+        return self.fake.message_dict(self._edit(msg, body, call))
 
     async def _delete_message(self, call: Call) -> Any:
         channel = self._writable(call)
@@ -706,7 +713,7 @@ class Rest:
         ephemeral = bool(int(data.get("flags") or 0) & FLAG_EPHEMERAL)
         msg: StoredMessage | None = None
         if kind == 4:
-            msg = self._bot_message(channel, data, interaction=interaction)
+            msg = self._bot_message(channel, data, interaction=interaction, call=call)
         elif kind == 5:
             msg = self._bot_message(
                 channel,
@@ -743,7 +750,7 @@ class Rest:
         interaction = self._interaction_by_token(call)
         channel = self.fake.channels[interaction.channel_id]
         body = call.body if isinstance(call.body, dict) else {}
-        msg = self._bot_message(channel, body, interaction=interaction)
+        msg = self._bot_message(channel, body, interaction=interaction, call=call)
         interaction.followups.append(msg.id)
         if call.query.get("wait") not in ("1", "true", "True"):
             return None
@@ -766,7 +773,7 @@ class Rest:
     async def _edit_webhook_message(self, call: Call) -> Any:
         msg = self._webhook_message(call)
         body = call.body if isinstance(call.body, dict) else {}
-        return self.fake.message_dict(self._edit(msg, body))
+        return self.fake.message_dict(self._edit(msg, body, call))
 
     async def _delete_webhook_message(self, call: Call) -> Any:
         msg = self._webhook_message(call)

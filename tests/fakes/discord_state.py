@@ -257,6 +257,12 @@ class Interaction:
     original: int | None = None  # message id of the original response
     followups: list[int] = field(default_factory=list)
 
+    @property
+    def acknowledged_after(self) -> float | None:
+        """Seconds from the interaction to its accepted callback; None while there is
+        none (a late one was refused with 10062)."""
+        return None if self.callback_time is None else self.callback_time - self.created
+
 
 @dataclass
 class Call:
@@ -273,10 +279,22 @@ class Call:
     response: Any = None
     retry_after: float | None = None
     finished: float | None = None
+    pinged: tuple[list[int], list[int], bool] | None = None
+    """Who the message this request posted or edited pinged, as the fake computed it:
+    (user ids, role ids, @everyone/@here); None for a request that wrote no message."""
 
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
+
+    @property
+    def allowed_mentions(self) -> Any:
+        """The request's ``allowed_mentions`` as sent (an interaction callback's in its
+        ``data``); None if it had none."""
+        body: Any = self.body if isinstance(self.body, dict) else {}
+        if self.route.endswith("/callback"):
+            body = body.get("data")
+        return body.get("allowed_mentions") if isinstance(body, dict) else None
 
     @property
     def channel_id(self) -> int | None:

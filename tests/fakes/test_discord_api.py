@@ -302,6 +302,16 @@ async def test_allowed_mentions_decide_who_is_pinged(dc: FakeDiscord) -> None:
         assert quiet_reply.reference is not None
         assert quiet_reply.reference.message_id == question.id
 
+    # Each request keeps its own allowed_mentions and whom it pinged, edits included.
+    writes = [c for c in dc.calls if c.pinged is not None]
+    assert [c.route.split()[0] for c in writes] == ["POST"] * 3 + ["PATCH"] * 2 + ["POST"] * 2
+    assert writes[0].allowed_mentions is None
+    assert writes[0].pinged == ([ALICE], [MODS], True)
+    assert writes[1].allowed_mentions == {"parse": []} and writes[1].pinged == ([], [], False)
+    assert writes[3].pinged == ([], [], True), "the edit pinged, though the message now won't"
+    assert writes[4].pinged == ([], [], False)
+    assert writes[5].pinged == ([ALICE], [], False), "a reply pings its author by default"
+
 
 async def test_a_role_that_is_not_mentionable_needs_mention_everyone() -> None:
     async with FakeDiscord(token=TOKEN, bot_id=BOT) as fake:
@@ -495,6 +505,8 @@ async def test_slash_command_sync_defer_and_followup(dc: FakeDiscord) -> None:
         await until(lambda: log)
         assert log == ["ok"]
         assert interaction.callback_type == 5 and not interaction.ephemeral
+        after = interaction.acknowledged_after
+        assert after is not None and 0 <= after < 3
         messages = dc.bot_messages(GENERAL)
         original = dc.message(GENERAL, interaction.original or 0)
         assert original is not None and original.content == "done"
@@ -524,7 +536,7 @@ async def test_a_callback_after_the_deadline_is_unknown_interaction() -> None:
                 await until(lambda: log)
         [error] = log
         assert isinstance(error, discord.NotFound) and error.code == 10062
-        assert interaction.callback_type is None
+        assert interaction.callback_type is None and interaction.acknowledged_after is None
         assert fake.bot_messages(GENERAL) == []
 
 

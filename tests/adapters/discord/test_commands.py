@@ -74,3 +74,38 @@ async def test_a_refused_user_gets_an_ephemeral_line_and_no_backend_call(
     refusal = dc.message(GENERAL, interaction.original or 0)
     assert refusal is not None and "not allowed" in refusal.content
     assert bot.llm.chat_requests == []
+
+
+async def test_commands_behind_a_busy_scope_or_a_slow_backend_are_deferred_in_time(
+    start_bot: StartBot, dc: FakeDiscord
+) -> None:
+    # Discord's 3 s window scaled down, as FAST scales Discord's limits: the scope's
+    # lock stays held, and the backend silent, well past it.
+    dc.interaction_deadline = 0.5
+    bot = await start_bot()
+    slow = "a slow streamed answer that holds the scope's lock"
+    bot.llm.script(
+        Behaviour(reply=slow, pause_after=2, pause=1.5),
+        Behaviour(reply="the asked answer", delay=1.0),
+    )
+    dc.send_message(GENERAL, ALICE, f"<@{BOT}> take your time")
+    await dc.wait_bot_messages(GENERAL, 1)  # streaming: the lock is held
+    reset = dc.slash(GENERAL, BOB, "reset")
+    ask = dc.slash(GENERAL, ALICE, "ask", {"prompt": "a quick one"})
+    await dc.wait_for(
+        lambda: [m.content for m in dc.bot_messages(GENERAL)][2:] == ["the asked answer"],
+        timeout=15,
+    )
+    [first, reset_shown, ask_shown] = dc.bot_messages(GENERAL)
+    await bot.settled()
+    for interaction in (reset, ask):
+        assert interaction.callback_type == 5, "deferred"
+        after = interaction.acknowledged_after
+        assert after is not None and after < dc.interaction_deadline
+    assert not [c for c in dc.calls if c.status == 404], "no Unknown interaction"
+    assert first.content == slow
+    assert reset_shown.id == reset.original and "fresh conversation" in reset_shown.content
+    assert ask_shown.id == ask.original
+    # The deferred responses were filled in once the lock was free.
+    assert reset_shown.history[-1].time >= first.history[-1].time
+    assert bot.prompts()[-1] == [("user", "a quick one")], "asked after the reset"

@@ -3,6 +3,8 @@ retry, code blocks mid-stream, and the pure helpers behind mentions and fences."
 
 from __future__ import annotations
 
+import logging
+
 import discord.gateway
 import discord.http
 import pytest
@@ -128,3 +130,39 @@ async def test_an_unreachable_api_stops_with_one_line(start_bot: StartBot) -> No
     with pytest.raises(AdapterStartError, match="cannot reach the Discord API at") as caught:
         await start_bot(api_base_url="http://127.0.0.1:9")
     assert "\n" not in str(caught.value)
+
+
+async def test_a_message_in_a_thread_discord_py_never_saw_is_answered(
+    start_bot: StartBot, dc: FakeDiscord
+) -> None:
+    # Registered after READY / GUILD_CREATE and without THREAD_CREATE: discord.py has
+    # no Thread for it, so the message comes with a PartialMessageable.
+    bot = await start_bot(allowed_chats=[GENERAL])
+    hidden = dc.thread(GENERAL, 820_000_000_000_000_031, "unseen", owner=ALICE)
+    question = dc.send_message(hidden, ALICE, f"<@{BOT}> anyone here?")
+    [answer] = await bot.answer(hidden.id)
+    assert answer.content == "Echo: anyone here?"
+    assert answer.reference == question.id
+    assert [c.params["channel_id"] for c in dc.calls_to("GET /channels/{channel_id}")] == [
+        str(hidden.id)
+    ], "the channel was fetched once, for the user's message only"
+    dc.send_message(hidden, ALICE, f"<@{BOT}> and again")
+    await bot.answer(hidden.id, 2)
+    assert [c for _, c in bot.prompts()[-1]] == ["anyone here?", "Echo: anyone here?", "and again"]
+
+
+async def test_a_message_in_an_unknown_channel_that_cannot_be_fetched_is_logged(
+    start_bot: StartBot, dc: FakeDiscord, caplog: pytest.LogCaptureFixture
+) -> None:
+    bot = await start_bot()
+    hidden = dc.thread(GENERAL, 820_000_000_000_000_032, "unseen")
+    dc.fail_next("GET /channels/{channel_id}", 403, "Missing Access", code=50001)
+    with caplog.at_level(logging.INFO, logger="adapters.discord"):
+        dc.send_message(hidden, ALICE, f"<@{BOT}> hello?")
+        await dc.wait_calls("GET /channels/{channel_id}")
+        await bot.settled()
+    dropped = [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(dropped) == 1 and dropped[0].levelno == logging.INFO
+    assert str(hidden.id) in dropped[0].getMessage()
+    assert "Missing Access" in dropped[0].getMessage()
+    assert bot.llm.chat_requests == [] and dc.bot_messages(hidden.id) == []
