@@ -268,3 +268,21 @@ async def test_closed_output_pipe_ends_quietly(server: FakeOpenAIServer, config:
     _, err = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 1
     assert err == b""
+
+
+async def test_parallel_ask_c_processes_form_one_unbroken_thread(
+    server: FakeOpenAIServer, config: Path
+) -> None:
+    """Ten `ask -c` processes on one SQLite file: each turn hangs on the one before, so
+    none drops out of the thread (the inbox serialises them across processes)."""
+    env = {"FAKE_KEY": "sk-cli-secret"}
+    assert (await parley("ask", "q0", "--config", str(config), env=env)).code == 0
+    results = await asyncio.gather(
+        *(parley("ask", "-c", f"q{i}", "--config", str(config), env=env) for i in range(1, 11))
+    )
+    assert [r.code for r in results] == [0] * 10, [r.err for r in results]
+    last = await parley("ask", "-c", "last", "--config", str(config), env=env)
+    assert last.code == 0
+    history = [m["content"] for m in server.chat_requests[-1].messages if m["role"] == "user"]
+    assert len(history) == 12 and history[0] == "q0" and history[-1] == "last"
+    assert sorted(history[1:-1]) == sorted(f"q{i}" for i in range(1, 11))

@@ -115,3 +115,52 @@ async def test_a_bad_token_stops_run_with_one_line_naming_the_bot(
     lines = err.decode().strip().splitlines()
     assert len(lines) == 1, lines
     assert "helper" in lines[0] and "token" in lines[0] and "not-the-token" not in lines[0]
+
+
+GROUP = -100700
+
+
+async def test_kill_9_mid_answer_then_restart_mends_every_chain(
+    tmp_path: Path, tg: FakeTelegram, llm: FakeOpenAIServer
+) -> None:
+    """A worker killed mid-stream: after the restart the group's half-shown answer says
+    it was cut off, the DM nobody saw answered is answered, nothing committed twice."""
+    tg.group(GROUP, "Friends", supergroup=True)
+    config = write_config(tmp_path, tg, llm)
+    process = await start(config, tg)
+    slow = " ".join(f"w{i}" for i in range(200))
+    llm.default = Behaviour(reply=slow, chunk_delay=0.05)  # about 10 s each
+    tg.send_text(GROUP, ALICE, "@parley_bot tell me a long story")
+    tg.send_text(ALICE, ALICE, "and one for me")
+    await tg.wait_for(lambda: tg.bot_messages(GROUP) and tg.drafts.get(ALICE), timeout=20)
+    # A message's id is known only once its send returns, and is then recorded in
+    # the background: a kill within those milliseconds leaves it unknown (and the
+    # turn is answered anew instead of mended).
+    await asyncio.sleep(0.5)
+    [partial] = tg.bot_messages(GROUP)
+    assert partial.text != slow  # still streaming
+    process.kill()
+    await process.wait()
+    assert tg.bot_messages(ALICE) == []
+
+    llm.default = Behaviour()
+    second = await start(config, tg)
+    [dm] = await tg.wait_bot_messages(ALICE, 1, timeout=20)
+    assert dm.text == "Echo: and one for me"
+    await tg.wait_for(lambda: "cut off" in tg.bot_messages(GROUP)[0].text, timeout=20)
+    [mended] = tg.bot_messages(GROUP)
+    assert mended.message_id == partial.message_id and "again" in mended.text
+
+    # Both chains go on from where they stood: the cut-off turn was never committed.
+    tg.send_text(GROUP, ALICE, "@parley_bot again please")
+    await tg.wait_bot_messages(GROUP, 2, timeout=20)
+    tg.send_text(ALICE, ALICE, "thanks")
+    await tg.wait_bot_messages(ALICE, 2, timeout=20)
+    code, err = await stop(second)
+    assert code == 0, err
+    prompts = [[m["content"] for m in r.messages] for r in llm.chat_requests]
+    group_prompt = next(p for p in prompts if p[-1] == "again please")
+    assert "tell me a long story" not in group_prompt
+    dm_prompt = next(p for p in prompts if p[-1] == "thanks")
+    assert dm_prompt[-3:] == ["and one for me", "Echo: and one for me", "thanks"]
+    assert sum(p[-1] == "and one for me" for p in prompts) == 2  # killed once, answered once
