@@ -23,6 +23,7 @@ from adapters.delivery.scheduler import DeliveryScheduler
 from adapters.delivery.sink import DeliverySink
 from adapters.delivery.target import PlatformLimits
 from adapters.telegram.config import TelegramBotConfig
+from adapters.telegram.intake import ConfirmingQueue
 from adapters.telegram.limits import TELEGRAM_LIMITS
 from adapters.telegram.render import TelegramRenderer
 from adapters.telegram.target import TelegramTarget
@@ -72,6 +73,7 @@ class TelegramAdapter(Adapter):
         self._bot_id = 0
         self._username = ""
         self._app: Application | None = None  # type: ignore[type-arg]
+        self._queue = ConfirmingQueue()
 
     @property
     def api_base_url(self) -> str:
@@ -117,6 +119,7 @@ class TelegramAdapter(Adapter):
             .token(token)
             .base_url(self.api_base_url)
             .base_file_url(file_url(self.api_base_url))
+            .update_queue(self._queue)
             .build()
         )
         app.add_handler(TypeHandler(Update, self._on_update))
@@ -207,11 +210,21 @@ class TelegramAdapter(Adapter):
         log.error("bot %s: error in update handling", self.config.name, exc_info=context.error)
 
     async def _on_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        found = inbound(update, bot=self.config.name, bot_id=self._bot_id, username=self._username)
-        if found is not None:
-            # Our own task, so this returns at once and PTB fetches the next update;
-            # the chat service's per-scope lock keeps one scope's answers in order.
-            self._inflight.spawn(self._answer(found, context))
+        safe = self._queue.safe_event(update)
+        try:
+            found = inbound(
+                update, bot=self.config.name, bot_id=self._bot_id, username=self._username
+            )
+        except BaseException:
+            safe.set()  # PTB's error handler logs it; the update is not held back
+            raise
+        if found is None:
+            safe.set()
+            return
+        # Our own task, so this returns at once and PTB fetches the next update (once
+        # the chat service has the message safe); the chat service's per-scope lock
+        # keeps one scope's answers in order.
+        self._inflight.spawn(self._answer(found, safe))
 
     def _sink(self, found: IncomingMessage, adopt: Sequence[str] = ()) -> DeliverySink:
         assert self._scheduler is not None and self._app is not None
@@ -243,16 +256,20 @@ class TelegramAdapter(Adapter):
         finally:
             await sink.aclose()
 
-    async def _answer(self, found: Inbound, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def _answer(self, found: Inbound, safe: asyncio.Event) -> None:
         sink = self._sink(found.message)
         try:
             if found.has_text:
-                await self.service.handle(found.message, sink, commands=found.is_command)
+                await self.service.handle(
+                    found.message, sink, commands=found.is_command, received=safe
+                )
             else:
+                safe.set()
                 await sink.complete(NO_TEXT_REPLY)
         except ReplyTargetGone:
             log.info(
                 "bot %s: chat %s is gone (blocked or removed)", self.config.name, found.chat_id
             )
         finally:
+            safe.set()
             await sink.aclose()

@@ -147,9 +147,9 @@ async def test_kill_9_mid_answer_then_restart_mends_every_chain(
     second = await start(config, tg)
     [dm] = await tg.wait_bot_messages(ALICE, 1, timeout=20)
     assert dm.text == "Echo: and one for me"
-    await tg.wait_for(lambda: "cut off" in tg.bot_messages(GROUP)[0].text, timeout=20)
+    await tg.wait_for(lambda: "cut off" in (tg.bot_messages(GROUP)[0].text or ""), timeout=20)
     [mended] = tg.bot_messages(GROUP)
-    assert mended.message_id == partial.message_id and "again" in mended.text
+    assert mended.message_id == partial.message_id and "again" in (mended.text or "")
 
     # Both chains go on from where they stood: the cut-off turn was never committed.
     tg.send_text(GROUP, ALICE, "@parley_bot again please")

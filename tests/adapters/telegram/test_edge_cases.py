@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 
@@ -288,3 +290,25 @@ async def test_a_server_without_drafts_or_command_menus_still_gets_answers(
     [answer] = await bot.answer(ALICE)
     assert answer.text == " ".join(["word"] * 40)
     assert len(tg.calls_to("sendMessageDraft")) == 1, "drafts tried once, then edits"
+
+
+async def test_an_update_is_confirmed_only_once_it_is_recorded(
+    start_bot: StartBot, tg: FakeTelegram, tmp_path: Path
+) -> None:
+    """While the database cannot take the message, Telegram is not told it arrived (a
+    crash then would otherwise lose it); once it is recorded, it is confirmed and
+    answered."""
+    bot = await start_bot()
+    blocker = sqlite3.connect(tmp_path / "tg.db", isolation_level=None)
+    try:
+        blocker.execute("BEGIN EXCLUSIVE")  # another process writing, for a second
+        tg.send_text(ALICE, ALICE, "hold on")
+        await asyncio.sleep(1.0)
+        assert [u["message"]["text"] for u in tg.pending_updates] == ["hold on"]
+        assert tg.bot_messages(ALICE) == []
+    finally:
+        blocker.rollback()
+        blocker.close()
+    [answer] = await bot.answer(ALICE)
+    assert answer.text == "Echo: hold on"
+    await tg.wait_for(lambda: not tg.pending_updates, timeout=10)
