@@ -312,3 +312,26 @@ async def test_an_update_is_confirmed_only_once_it_is_recorded(
     [answer] = await bot.answer(ALICE)
     assert answer.text == "Echo: hold on"
     await tg.wait_for(lambda: not tg.pending_updates, timeout=10)
+
+
+async def test_a_retried_webhook_delivery_is_answered_once(
+    start_bot: StartBot, tg: FakeTelegram, unused_tcp_port: int
+) -> None:
+    """Telegram re-sends an update when it thinks the delivery failed (a timeout, a
+    restart behind the proxy): the same message must not get a second answer."""
+    url = f"http://127.0.0.1:{unused_tcp_port}/tg/hook"
+    bot = await start_bot(
+        mode="webhook", webhook={"url": url, "port": unused_tcp_port, "secret_token": "s-2"}
+    )
+    tg.send_text(ALICE, ALICE, "only once please")
+    [answer] = await bot.answer(ALICE)
+    [question] = [m for m in tg.messages(ALICE) if m.message_id != answer.message_id]
+    update_id = tg.webhook_deliveries[-1].update_id
+    for _ in range(2):
+        status = await tg.post_webhook(
+            {"update_id": update_id, "message": tg.message_dict(question)}
+        )
+        assert status == 200
+    await asyncio.sleep(0.5)
+    assert [m.text for m in tg.bot_messages(ALICE)] == ["Echo: only once please"]
+    assert len(bot.llm.chat_requests) == 1
