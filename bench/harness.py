@@ -1,0 +1,215 @@
+"""How the platform benchmarks run, whatever the platform: each bot in a child process
+of its own (so its peak RSS is its own), the shape every bot under test has, parley's
+config for one bot, the throughput scenario's turns, and the tables' number formats."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from bench.answers import MODEL
+from bots.config import ParleyConfig, parse_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Runner(Protocol):
+    """A bot under test, running against the fakes until ``stop`` is set."""
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+    def busy(self) -> bool:
+        """Whether an answer is still being worked on."""
+
+
+def parley_config(
+    folder: Path, llm_base_url: str, slots: int, bot: Mapping[str, Any]
+) -> ParleyConfig:
+    """``parley run``'s config for one bot (``bot``: its entry under ``bots:``): SQLite in
+    ``folder``, a chat_completions backend at the fake LLM."""
+    return parse_config(
+        {
+            "database": {"url": f"sqlite+aiosqlite:///{folder / 'bench.db'}"},
+            "backends": {
+                "llm": {
+                    "type": "chat_completions",
+                    "base_url": llm_base_url,
+                    "model": MODEL,
+                    "max_retries": 0,
+                    # As many requests at once as chats: the baselines have no cap.
+                    "max_concurrency": slots,
+                }
+            },
+            "bots": [{"name": "bench", **bot}],
+        }
+    )
+
+
+def rss_mib() -> float:
+    """This process's peak RSS so far."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+async def timed_turns(
+    chats: Sequence[int],
+    turns: int,
+    ask: Callable[[int, int], object],
+    answered: Callable[[int, int], Awaitable[object]],
+) -> tuple[list[float], float]:
+    """Every chat asks ``turns`` times, each time once its previous answer has arrived
+    (``ask(chat, turn)``; ``answered(chat, n)`` waits for the n-th answer): each turn's
+    latency, and the wall time of them all."""
+    latencies: list[float] = []
+
+    async def user(chat: int) -> None:
+        for turn in range(turns):
+            sent = time.monotonic()
+            ask(chat, turn)
+            await answered(chat, turn + 1)
+            latencies.append(time.monotonic() - sent)
+
+    start = time.monotonic()
+    await asyncio.gather(*(user(chat) for chat in chats))
+    return latencies, time.monotonic() - start
+
+
+def throughput_result(
+    kind: str, latencies: list[float], wall: float, right: int, rss_before: float
+) -> dict[str, Any]:
+    rss = rss_mib()
+    return {
+        "bot": kind,
+        "turns": len(latencies),
+        "right": right,
+        "wall": wall,
+        "turns_per_second": len(latencies) / wall,
+        "latency_median": statistics.median(latencies),
+        "latency_max": max(latencies),
+        "rss_mib": rss,
+        "rss_delta_mib": rss - rss_before,
+    }
+
+
+# --- the parent and the child ---------------------------------------------------------
+
+
+def run_child(module: str, name: str, quick: bool) -> dict[str, Any]:
+    """``python -m module --child name``: its last line of output, as JSON."""
+    command = [sys.executable, "-m", module, "--child", name]
+    if quick:
+        command.append("--quick")
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    if done.stderr:
+        sys.stderr.write(done.stderr)
+    if done.returncode != 0:
+        raise SystemExit(f"the {name} run failed (exit {done.returncode})")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def child_main(
+    name: str,
+    scenarios: Mapping[str, Callable[[str], Coroutine[Any, Any, dict[str, Any]]]],
+) -> None:
+    """Run scenario ``name`` ("flood:parley": scenario, then bot) and print its result."""
+    # Only errors: the naive bots log every refusal, which is the point, not news.
+    logging.basicConfig(level=logging.ERROR)
+    warnings.simplefilter("ignore", DeprecationWarning)
+    scenario, _, kind = name.partition(":")
+    print(json.dumps(asyncio.run(scenarios[scenario](kind))))
+
+
+def parent_main(
+    module: str,
+    quick: bool,
+    *,
+    flood_bots: Sequence[str],
+    throughput_bots: Sequence[str],
+    rounds: int,
+    show_flood: Callable[[list[dict[str, Any]]], None],
+    show_throughput: Callable[[list[dict[str, Any]]], None],
+) -> None:
+    """Each flood bot once, then ``rounds`` rounds of the throughput bots, interleaved
+    (so the machine's changing load falls on all of them), each a child of ``module``."""
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
+    started = time.monotonic()
+    show_flood([run_child(module, f"flood:{bot}", quick) for bot in flood_bots])
+    print()
+    show_throughput(
+        [
+            run_child(module, f"throughput:{bot}", quick)
+            for _ in range(rounds)
+            for bot in throughput_bots
+        ]
+    )
+    print(f"({time.monotonic() - started:.0f} s, load average {os.getloadavg()[0]:.2f} at end)")
+
+
+# --- numbers for the tables -----------------------------------------------------------
+
+
+def ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f}"
+
+
+def median_max(values: Sequence[float | None]) -> tuple[str, str]:
+    known = [v for v in values if v is not None]
+    if not known:
+        return "-", "-"
+    return ms(statistics.median(known)), ms(max(known))
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0–100), linear between the nearest ranks."""
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return "-" if a is None or not b else f"{a / b:.2f}"
+
+
+def print_throughput(
+    runs: list[dict[str, Any]], bots: Sequence[str], ratios: Sequence[tuple[str, str]]
+) -> None:
+    """The throughput table, one row per bot (medians of its runs), then ``a/b`` ratios
+    for each pair in ``ratios``."""
+    print(
+        f"{'bot':<12} {'turns':>6} {'right':>6} {'turns/s':>8} {'min':>6} {'max':>6} "
+        f"{'turn med ms':>12} {'turn max ms':>12} {'peak RSS MiB':>13} {'RSS +MiB':>9}"
+    )
+    rate: dict[str, float] = {}
+    rss: dict[str, float] = {}
+    grown: dict[str, float] = {}
+    for bot in bots:
+        mine = [r for r in runs if r["bot"] == bot]
+        rates = [r["turns_per_second"] for r in mine]
+        rate[bot] = statistics.median(rates)
+        rss[bot] = statistics.median(r["rss_mib"] for r in mine)
+        grown[bot] = statistics.median(r["rss_delta_mib"] for r in mine)
+        print(
+            f"{bot:<12} {min(r['turns'] for r in mine):>6} {min(r['right'] for r in mine):>6} "
+            f"{rate[bot]:>8.1f} {min(rates):>6.1f} {max(rates):>6.1f} "
+            f"{statistics.median(r['latency_median'] for r in mine) * 1000:>12.0f} "
+            f"{max(r['latency_max'] for r in mine) * 1000:>12.0f} {rss[bot]:>13.1f} "
+            f"{grown[bot]:>9.1f}"
+        )
+    for name, base in ratios:
+        print(
+            f"{name}/{base}: turns/s {ratio(rate[name], rate[base])}, peak RSS "
+            f"{ratio(rss[name], rss[base])} (grew {grown[name]:.0f} vs {grown[base]:.0f} MiB)"
+        )
