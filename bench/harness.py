@@ -180,7 +180,10 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def ratio(a: float | None, b: float | None) -> str:
-    return "-" if a is None or not b else f"{a / b:.2f}"
+    """``a / b`` to two decimals, or two significant digits when below 0.1."""
+    if a is None or not b:
+        return "-"
+    return f"{a / b:.2f}" if a / b >= 0.1 else f"{a / b:.2g}"
 
 
 def print_throughput(
@@ -213,3 +216,37 @@ def print_throughput(
             f"{name}/{base}: turns/s {ratio(rate[name], rate[base])}, peak RSS "
             f"{ratio(rss[name], rss[base])} (grew {grown[name]:.0f} vs {grown[base]:.0f} MiB)"
         )
+
+
+# --- running a bot under test ---------------------------------------------------------
+
+
+async def started(
+    bot: Runner,
+    stop: asyncio.Event,
+    wait_for: Callable[[Callable[[], object], float], Awaitable[object]],
+    ready: Callable[[], object],
+) -> asyncio.Task[None]:
+    """``bot`` running, once ``ready()`` (``wait_for`` is the fake's: predicate, timeout)."""
+    task = asyncio.create_task(bot.run(stop))
+    await wait_for(lambda: ready() or task.done(), 20)
+    if task.done():
+        task.result()  # a failed start: its exception
+    return task
+
+
+async def stopped(stop: asyncio.Event, task: asyncio.Task[None]) -> None:
+    stop.set()
+    await asyncio.wait_for(task, 20)
+
+
+async def settle(calls: Callable[[], int], bot: Runner, quiet: float, timeout: float) -> bool:
+    """Wait until no answer is in flight and ``calls()`` (the bot's platform calls so far)
+    did not change for ``quiet`` s; False if that did not happen within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        count = calls()
+        await asyncio.sleep(quiet)
+        if not bot.busy() and calls() == count:
+            return True
+    return False

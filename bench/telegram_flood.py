@@ -42,6 +42,7 @@ from bench.harness import (
     print_throughput,
     rss_mib,
     settle,
+    started,
     stopped,
     throughput_result,
     timed_turns,
@@ -128,14 +129,6 @@ def _bot(
     raise ValueError(f"unknown bot {kind!r}")
 
 
-async def _started(tg: FakeTelegram, bot: Runner, stop: asyncio.Event) -> asyncio.Task[None]:
-    task = asyncio.create_task(bot.run(stop))
-    await tg.wait_for(lambda: tg.calls_to("getUpdates") or task.done(), timeout=20)
-    if task.done():
-        task.result()  # a failed start: its exception
-    return task
-
-
 async def flood(kind: str, sizes: Sizes) -> dict[str, Any]:
     answers = TimedAnswers(chunk_chars=sizes.chunk_chars)
     with tempfile.TemporaryDirectory() as tmp:
@@ -150,7 +143,7 @@ async def flood(kind: str, sizes: Sizes) -> dict[str, Any]:
             answers.answers[warm] = short_answer(warm)
             bot = _bot(kind, tg, llm, Path(tmp), len(chats))
             stop = asyncio.Event()
-            task = await _started(tg, bot, stop)
+            task = await started(bot, stop, tg.wait_for, lambda: tg.calls_to("getUpdates"))
             # One exchange first, so the flood meets a bot that has answered before
             # (connections open, tokenizer loaded), as a bot in service has.
             tg.send_text(warm, warm_user, prompt(warm, False))
@@ -218,7 +211,7 @@ async def throughput(kind: str, sizes: Sizes) -> dict[str, Any]:
             rss_before = rss_mib()  # the fakes up, the bot not yet started
             bot = _bot(kind, tg, llm, Path(tmp), sizes.chats, limits=UNLIMITED)
             stop = asyncio.Event()
-            task = await _started(tg, bot, stop)
+            task = await started(bot, stop, tg.wait_for, lambda: tg.calls_to("getUpdates"))
             # One turn first: connections, the tokenizer, the first SQLite writes.
             tg.send_text(warm, warm_user, prompt(warm, False))
             await tg.wait_bot_messages(warm, 1, timeout=30)
