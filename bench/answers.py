@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import re
+import statistics
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -117,6 +118,29 @@ class TimedAnswers:
         pieces = [text[i : i + self.chunk_chars] for i in range(0, len(text), self.chunk_chars)]
         key = self._by_text.get(text)
         return pieces if key is None else _TimedPieces(pieces, key, self)
+
+    def timings(
+        self, key: int, sent: float, seen: float | None, final: float | None, complete: bool
+    ) -> dict[str, float | None]:
+        """What a chat's user felt, given when they asked (``sent``), when the first text
+        arrived (``seen``) and the last message call (``final``): first token → first
+        text, question → first text, and last token → last call (complete answers)."""
+        token, last = self.first_token.get(key), self.last_token.get(key)
+        return {
+            "first_visible": None if seen is None or token is None else seen - token,
+            "wait": None if seen is None else seen - sent,
+            "final_after_last_token": (
+                final - last if complete and final is not None and last is not None else None
+            ),
+        }
+
+    def stream_seconds(self, keys: Iterable[int]) -> float:
+        """The median time from an answer's first token to its last."""
+        return statistics.median(
+            self.last_token[k] - self.first_token[k]
+            for k in keys
+            if k in self.first_token and k in self.last_token
+        )
 
     def server(self, chunk_delay: float) -> FakeOpenAIServer:
         return FakeOpenAIServer(

@@ -64,7 +64,7 @@ class _DpyBot:
         client = _Client(self, intents=intents, guild_ready_timeout=0.05)
         self._client = client
         with patch_discord(*self._endpoints):
-            async with self.llm:
+            async with self.llm.open():
                 await client.login(self._token)
                 connection = asyncio.ensure_future(client.connect())
                 stopping = asyncio.ensure_future(stop.wait())

@@ -21,11 +21,7 @@ in that process, over loopback. Run: ``python -m bench.discord_flood [--quick]``
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import statistics
-import tempfile
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -52,10 +48,14 @@ from bench.discord_world import (
     shown_parts,
 )
 from bench.harness import (
-    child_main,
+    Bench,
+    Sizes,
+    ask_all,
+    chat_row,
+    fake_llm,
+    flood_result,
     median_max,
     ms,
-    parent_main,
     percentile,
     print_throughput,
     ratio,
@@ -78,18 +78,12 @@ THROUGHPUT_BOTS = ("parley", "parley-dc", "naive-1s", "bare")
 UNLIMITED = replace(DISCORD_LIMITS, chat_ops=1_000, global_ops=100_000, edit_interval=0.05)
 
 
-@dataclass(frozen=True)
-class Sizes:
+@dataclass(frozen=True, kw_only=True)
+class DiscordSizes(Sizes):
     channels: int
-    answer_chars: int
-    chunk_chars: int
-    chunk_delay: float
-    chats: int
-    turns: int
-    rounds: int  # throughput runs per bot: the machine's noise shows in their spread
 
 
-FULL = Sizes(
+FULL = DiscordSizes(
     channels=24,
     answer_chars=6_000,
     chunk_chars=8,
@@ -98,7 +92,7 @@ FULL = Sizes(
     turns=4,
     rounds=3,
 )
-QUICK = Sizes(
+QUICK = DiscordSizes(
     channels=6,
     answer_chars=3_000,
     chunk_chars=8,
@@ -142,109 +136,87 @@ async def _warmed(
     return task
 
 
-async def flood(kind: str, sizes: Sizes) -> dict[str, Any]:
+async def flood(kind: str, sizes: DiscordSizes) -> dict[str, Any]:
     answers = TimedAnswers(chunk_chars=sizes.chunk_chars)
-    with tempfile.TemporaryDirectory() as tmp:
-        async with (
-            FakeDiscord(token=TOKEN, bot_id=BOT, flood=True) as dc,
-            answers.server(sizes.chunk_delay) as llm,
-        ):
-            chats = add_channels(dc, sizes.channels + 1)
-            warm, chats = chats[0], chats[1:]
-            answers.answers[warm[0]] = short_answer(warm[0])
-            for channel, _ in chats:
-                answers.answers[channel] = make_answer(channel, sizes.answer_chars)
-            bot = _bot(kind, dc, llm, Path(tmp), len(chats))
-            stop = asyncio.Event()
-            task = await _warmed(dc, bot, stop, warm)
-            # Quiet for longer than Discord's 1 s global window: login, the command
-            # sync and the warm-up are out of it when the flood starts.
-            await settle(lambda: len(dc.calls), bot, quiet=1.2, timeout=30)
-            first_call, first_429 = len(dc.calls), dc.count_429
-            sent: dict[int, float] = {}
-            for channel, user in chats:
-                sent[channel] = time.monotonic()
-                dc.send_message(channel, user, prompt(channel))
-            await dc.wait_for(
-                lambda: len(llm.chat_requests) > len(chats) and llm.in_flight == 0, timeout=120
-            )
-            settled = await settle(lambda: message_calls(dc), bot, quiet=1.5, timeout=90)
-            await stopped(stop, task)
-            calls = dc.calls[first_call:]
-            per_chat: list[dict[str, Any]] = []
-            for channel, _ in chats:
-                mine = [c for c in calls if c.channel_id == channel]
-                parts = shown_parts(dc, channel)
-                answer = answers.answers[channel]
-                seen = first_visible(mine)
-                token = answers.first_token.get(channel)
-                complete = squeezed("".join(parts)) == squeezed(answer)
-                final = last_shown(mine)
-                last_token = answers.last_token.get(channel)
-                per_chat.append(
-                    {
-                        "complete": complete,
-                        "correct": complete and word_for_word(parts, answer),
-                        "messages": len(parts),
-                        "calls": dict(Counter(c.route for c in mine)),
-                        "429": sum(1 for c in mine if c.status == 429),
-                        "first_visible": None if seen is None or token is None else seen - token,
-                        "wait": None if seen is None else seen - sent[channel],
-                        "final_after_last_token": (
-                            final - last_token
-                            if complete and final is not None and last_token is not None
-                            else None
-                        ),
-                    }
+    async with (
+        FakeDiscord(token=TOKEN, bot_id=BOT, flood=True) as dc,
+        fake_llm(answers, sizes.chunk_delay) as (llm, folder),
+    ):
+        chats = add_channels(dc, sizes.channels + 1)
+        warm, chats = chats[0], chats[1:]
+        answers.answers[warm[0]] = short_answer(warm[0])
+        for channel, _ in chats:
+            answers.answers[channel] = make_answer(channel, sizes.answer_chars)
+        bot = _bot(kind, dc, llm, folder, len(chats))
+        stop = asyncio.Event()
+        task = await _warmed(dc, bot, stop, warm)
+        # Quiet for longer than Discord's 1 s global window: login, the command
+        # sync and the warm-up are out of it when the flood starts.
+        await settle(lambda: len(dc.calls), bot, quiet=1.2, timeout=30)
+        first_call, first_429 = len(dc.calls), dc.count_429
+        users = dict(chats)
+        sent = await ask_all(
+            list(users), lambda c: dc.send_message(c, users[c], prompt(c)), llm, dc.wait_for
+        )
+        settled = await settle(lambda: message_calls(dc), bot, quiet=1.5, timeout=90)
+        await stopped(stop, task)
+        calls = dc.calls[first_call:]
+        per_chat: list[dict[str, Any]] = []
+        for channel, _ in chats:
+            mine = [c for c in calls if c.channel_id == channel]
+            parts = shown_parts(dc, channel)
+            answer = answers.answers[channel]
+            complete = squeezed("".join(parts)) == squeezed(answer)
+            times = first_visible(mine), last_shown(mine)
+            per_chat.append(
+                chat_row(
+                    answers,
+                    channel,
+                    sent[channel],
+                    mine,
+                    times,
+                    complete,
+                    correct=complete and word_for_word(parts, answer),
+                    messages=len(parts),
+                    calls=dict(Counter(c.route for c in mine)),
                 )
-            return {
-                "bot": kind,
-                "chats": per_chat,
-                "count_429": dc.count_429 - first_429,
-                "calls": len(calls),
-                "settled": settled,
-                "rss_mib": rss_mib(),
-                "stream_seconds": statistics.median(
-                    answers.last_token[c] - answers.first_token[c]
-                    for c, _ in chats
-                    if c in answers.first_token and c in answers.last_token
-                ),
-            }
-
-
-async def throughput(kind: str, sizes: Sizes) -> dict[str, Any]:
-    answers = TimedAnswers(chunk_chars=1_000_000)  # short answers, in one delta
-    with tempfile.TemporaryDirectory() as tmp:
-        async with (
-            FakeDiscord(token=TOKEN, bot_id=BOT) as dc,
-            answers.server(0.0) as llm,
-        ):
-            chats = add_channels(dc, sizes.chats + 1)
-            for channel, _ in chats:
-                answers.answers[channel] = short_answer(channel)
-            warm, chats = chats[0], chats[1:]
-            users = dict(chats)
-            rss_before = rss_mib()  # the fakes up, the bot not yet started
-            bot = _bot(kind, dc, llm, Path(tmp), sizes.chats, limits=UNLIMITED)
-            stop = asyncio.Event()
-            task = await _warmed(dc, bot, stop, warm)
-
-            def ask(channel: int, turn: int) -> None:
-                dc.send_message(channel, users[channel], prompt(channel, turn))
-
-            async def answered(channel: int, n: int) -> object:
-                return await dc.wait_bot_messages(channel, n, timeout=60)
-
-            latencies, wall = await timed_turns(list(users), sizes.turns, ask, answered)
-            await settle(lambda: message_calls(dc), bot, quiet=0.3, timeout=30)
-            await stopped(stop, task)
-            right = sum(
-                1
-                for channel in users
-                for part in shown_parts(dc, channel)
-                if part == answers.answers[channel]
             )
-            return throughput_result(kind, latencies, wall, right, rss_before)
+        return flood_result(
+            kind, per_chat, answers, sent, refused=dc.count_429 - first_429, settled=settled
+        )
+
+
+async def throughput(kind: str, sizes: DiscordSizes) -> dict[str, Any]:
+    answers = TimedAnswers(chunk_chars=1_000_000)  # short answers, in one delta
+    async with (
+        FakeDiscord(token=TOKEN, bot_id=BOT) as dc,
+        fake_llm(answers, 0.0) as (llm, folder),
+    ):
+        chats = add_channels(dc, sizes.chats + 1)
+        for channel, _ in chats:
+            answers.answers[channel] = short_answer(channel)
+        warm, chats = chats[0], chats[1:]
+        users = dict(chats)
+        rss_before = rss_mib()  # the fakes up, the bot not yet started
+        bot = _bot(kind, dc, llm, folder, sizes.chats, limits=UNLIMITED)
+        stop = asyncio.Event()
+        task = await _warmed(dc, bot, stop, warm)
+
+        latencies, wall = await timed_turns(
+            list(users),
+            sizes.turns,
+            lambda c, turn: dc.send_message(c, users[c], prompt(c, turn)),
+            lambda c, n: dc.wait_bot_messages(c, n, timeout=60),
+            bot,
+        )
+        await stopped(stop, task)
+        right = sum(
+            1
+            for channel in users
+            for part in shown_parts(dc, channel)
+            if part == answers.answers[channel]
+        )
+        return throughput_result(kind, latencies, wall, right, rss_before)
 
 
 # --- the parent: one child process per bot, then the tables --------------------------
@@ -286,7 +258,7 @@ def _flood_row(result: dict[str, Any]) -> str:
     )
 
 
-def _print_flood(results: list[dict[str, Any]], sizes: Sizes) -> None:
+def _print_flood(results: list[dict[str, Any]], sizes: DiscordSizes) -> None:
     streams = ", ".join(f"{r['bot']} {r['stream_seconds']:.1f} s" for r in results)
     print(
         f"Flood: {sizes.channels} channels at once, ~{sizes.answer_chars:,}-char answers in "
@@ -327,7 +299,7 @@ def _print_flood(results: list[dict[str, Any]], sizes: Sizes) -> None:
     )
 
 
-def _print_throughput(runs: list[dict[str, Any]], sizes: Sizes) -> None:
+def _print_throughput(runs: list[dict[str, Any]], sizes: DiscordSizes) -> None:
     rounds = len(runs) // len(THROUGHPUT_BOTS)
     print(
         f"Throughput: {sizes.chats} channels × {sizes.turns} turns, short answers, fake "
@@ -346,32 +318,17 @@ def _print_throughput(runs: list[dict[str, Any]], sizes: Sizes) -> None:
     )
 
 
-def main(quick: bool) -> None:
-    sizes = QUICK if quick else FULL
-    parent_main(
-        "bench.discord_flood",
-        quick,
-        flood_bots=FLOOD_BOTS,
-        throughput_bots=THROUGHPUT_BOTS,
-        rounds=sizes.rounds,
-        show_flood=lambda results: _print_flood(results, sizes),
-        show_throughput=lambda runs: _print_throughput(runs, sizes),
-    )
-
+BENCH = Bench(
+    module="bench.discord_flood",
+    full=FULL,
+    quick=QUICK,
+    flood=flood,
+    throughput=throughput,
+    flood_bots=FLOOD_BOTS,
+    throughput_bots=THROUGHPUT_BOTS,
+    show_flood=_print_flood,
+    show_throughput=_print_throughput,
+)
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer channels, shorter answers")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        sizes = QUICK if args.quick else FULL
-        child_main(
-            args.child,
-            {
-                "flood": lambda kind: flood(kind, sizes),
-                "throughput": lambda kind: throughput(kind, sizes),
-            },
-        )
-    else:
-        main(args.quick)
+    BENCH.main(__doc__.splitlines()[0])

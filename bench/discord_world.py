@@ -5,7 +5,6 @@ fake."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Protocol
 
@@ -13,8 +12,9 @@ from adapters.delivery.target import PlatformLimits
 from adapters.discord.bot import DiscordAdapter
 from adapters.discord.config import DiscordBotConfig
 from adapters.discord.limits import DISCORD_LIMITS
-from bench.harness import Runner, parley_config
-from bots.app import App
+from bench.harness import ParleyRunner, Runner
+from bots.config import BotConfig
+from core.chat_service import ChatService
 from tests.fakes.discord_api import Call, FakeDiscord
 from tests.fakes.openai_server import FakeOpenAIServer
 
@@ -55,11 +55,9 @@ def prompt(channel: int, turn: int = 0) -> str:
     return f"chat-{channel} turn {turn}: tell me about rate limits"
 
 
-class ParleyBot:
-    """parley's Discord bot as ``parley run`` builds it: the real App (SQLite in
-    ``folder``), a chat_completions backend at the fake LLM, the adapter with Discord's
-    real limits unless told otherwise, answering every message (``group_trigger:
-    always``) as the baselines do."""
+class ParleyBot(ParleyRunner):
+    """parley's Discord bot, with Discord's real limits unless told otherwise, answering
+    every message (``group_trigger: always``) as the baselines do."""
 
     def __init__(
         self,
@@ -69,39 +67,25 @@ class ParleyBot:
         slots: int,
         limits: PlatformLimits = DISCORD_LIMITS,
     ) -> None:
+        bot = {
+            "platform": "discord",
+            "token": TOKEN,
+            "api_base_url": dc.url,
+            "gateway_url": dc.gateway_url,
+            "group_trigger": "always",
+        }
+        super().__init__(folder, llm.base_url, slots, bot)
         self._limits = limits
-        self._config = parley_config(
-            folder,
-            llm.base_url,
-            slots,
-            {
-                "platform": "discord",
-                "token": TOKEN,
-                "api_base_url": dc.url,
-                "gateway_url": dc.gateway_url,
-                "group_trigger": "always",
-            },
-        )
-        self._adapter: DiscordAdapter | None = None
+        self._discord: DiscordAdapter | None = None
 
-    async def run(self, stop: asyncio.Event) -> None:
-        async with App(self._config) as app:
-            bot = self._config.bots[0]
-            assert isinstance(bot, DiscordBotConfig)
-            self._adapter = DiscordAdapter(
-                bot,
-                app.service(bot),
-                limits=self._limits,
-                client_options={"guild_ready_timeout": GUILD_READY_TIMEOUT},
-            )
-            await self._adapter.run(stop)
+    def adapter(self, bot: BotConfig, service: ChatService) -> DiscordAdapter:
+        assert isinstance(bot, DiscordBotConfig)
+        options = {"guild_ready_timeout": GUILD_READY_TIMEOUT}
+        self._discord = DiscordAdapter(bot, service, limits=self._limits, client_options=options)
+        return self._discord
 
     def ready(self) -> bool:
-        return self._adapter is not None and self._adapter.ready
-
-    def busy(self) -> bool:
-        # The adapter's answers in flight (the test harness reads the same count).
-        return self._adapter is not None and len(self._adapter._inflight) > 0
+        return self._discord is not None and self._discord.ready
 
 
 def message_calls(dc: FakeDiscord) -> int:

@@ -4,7 +4,9 @@ config for one bot, the throughput scenario's turns, and the tables' number form
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -12,14 +14,20 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
-from bench.answers import MODEL
-from bots.config import ParleyConfig, parse_config
+from adapters.base import InFlight
+from bench.answers import MODEL, TimedAnswers
+from bots.app import App
+from bots.config import BotConfig, ParleyConfig, parse_config
+from core.chat_service import ChatService
+from tests.fakes.openai_server import FakeOpenAIServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,9 +64,103 @@ def parley_config(
     )
 
 
+class _Adapter(Protocol):
+    _inflight: InFlight  # the answers in flight (the test harnesses read the same)
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
+class ParleyRunner:
+    """parley's bot as ``parley run`` builds it: the real App (SQLite in ``folder``), a
+    chat_completions backend at the fake LLM, and the platform's adapter, which a
+    subclass makes in ``adapter``."""
+
+    def __init__(self, folder: Path, llm_base_url: str, slots: int, bot: Mapping[str, Any]) -> None:
+        self._config = parley_config(folder, llm_base_url, slots, bot)
+        self._adapter: _Adapter | None = None
+
+    def adapter(self, bot: BotConfig, service: ChatService) -> _Adapter:
+        raise NotImplementedError
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with App(self._config) as app:
+            bot = self._config.bots[0]
+            self._adapter = self.adapter(bot, app.service(bot))
+            await self._adapter.run(stop)
+
+    def busy(self) -> bool:
+        return self._adapter is not None and len(self._adapter._inflight) > 0
+
+
+@contextlib.asynccontextmanager
+async def fake_llm(
+    answers: TimedAnswers, chunk_delay: float
+) -> AsyncIterator[tuple[FakeOpenAIServer, Path]]:
+    """The fake LLM serving ``answers``, and a folder for the bot's database."""
+    with tempfile.TemporaryDirectory() as tmp:
+        async with answers.server(chunk_delay) as llm:
+            yield llm, Path(tmp)
+
+
+def chat_row(
+    answers: TimedAnswers,
+    chat: int,
+    sent: float,
+    made: Sequence[Any],
+    times: tuple[float | None, float | None],
+    complete: bool,
+    **platform: Any,
+) -> dict[str, Any]:
+    """One chat's line of a flood result: ``made`` are the platform calls made in it,
+    ``times`` when its first text and its last message call arrived."""
+    return {
+        "complete": complete,
+        "429": sum(1 for c in made if c.status == 429),
+        **answers.timings(chat, sent, *times, complete),
+        **platform,
+    }
+
+
 def rss_mib() -> float:
     """This process's peak RSS so far."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+async def ask_all(
+    chats: Sequence[int],
+    ask: Callable[[int], object],
+    llm: FakeOpenAIServer,
+    wait_for: Callable[[Callable[[], object], float], Awaitable[object]],
+) -> dict[int, float]:
+    """Every chat asks at once (``ask(chat)``); when each asked, returned once the fake
+    LLM has answered them all (and the one warm-up request before them)."""
+    sent: dict[int, float] = {}
+    for chat in chats:
+        sent[chat] = time.monotonic()
+        ask(chat)
+    await wait_for(lambda: len(llm.chat_requests) > len(chats) and llm.in_flight == 0, 120)
+    return sent
+
+
+def flood_result(
+    kind: str,
+    per_chat: list[dict[str, Any]],
+    answers: TimedAnswers,
+    sent: Mapping[int, float],
+    *,
+    refused: int,
+    settled: bool,
+) -> dict[str, Any]:
+    """A flood run's result (``sent``: when each chat asked; ``refused``: the 429s the
+    fake sent meanwhile)."""
+    return {
+        "bot": kind,
+        "chats": per_chat,
+        "count_429": refused,
+        "settled": settled,
+        "rss_mib": rss_mib(),
+        "stream_seconds": answers.stream_seconds(sent),
+    }
 
 
 async def timed_turns(
@@ -66,10 +168,11 @@ async def timed_turns(
     turns: int,
     ask: Callable[[int, int], object],
     answered: Callable[[int, int], Awaitable[object]],
+    bot: Runner,
 ) -> tuple[list[float], float]:
     """Every chat asks ``turns`` times, each time once its previous answer has arrived
     (``ask(chat, turn)``; ``answered(chat, n)`` waits for the n-th answer): each turn's
-    latency, and the wall time of them all."""
+    latency, and the wall time of them all; then ``bot`` is left to finish."""
     latencies: list[float] = []
 
     async def user(chat: int) -> None:
@@ -81,7 +184,10 @@ async def timed_turns(
 
     start = time.monotonic()
     await asyncio.gather(*(user(chat) for chat in chats))
-    return latencies, time.monotonic() - start
+    wall = time.monotonic() - start
+    # Answers are in, but a bot may still be finishing a turn (its store's commit).
+    await settle(lambda: 0, bot, quiet=0.3, timeout=30)
+    return latencies, wall
 
 
 def throughput_result(
@@ -118,42 +224,74 @@ def run_child(module: str, name: str, quick: bool) -> dict[str, Any]:
     return result
 
 
-def child_main(
-    name: str,
-    scenarios: Mapping[str, Callable[[str], Coroutine[Any, Any, dict[str, Any]]]],
-) -> None:
-    """Run scenario ``name`` ("flood:parley": scenario, then bot) and print its result."""
-    # Only errors: the naive bots log every refusal, which is the point, not news.
-    logging.basicConfig(level=logging.ERROR)
-    warnings.simplefilter("ignore", DeprecationWarning)
-    scenario, _, kind = name.partition(":")
-    print(json.dumps(asyncio.run(scenarios[scenario](kind))))
+@dataclass(frozen=True, kw_only=True)
+class Sizes:
+    """How big a platform benchmark's runs are (a platform adds how many chats flood)."""
+
+    answer_chars: int  # flood: each answer's length
+    chunk_chars: int  # flood: the length of the fake LLM's deltas
+    chunk_delay: float  # flood: the fake LLM's pause between deltas
+    chats: int  # throughput: chats asking at once
+    turns: int  # throughput: turns per chat
+    rounds: int  # throughput runs per bot: the machine's noise shows in their spread
 
 
-def parent_main(
-    module: str,
-    quick: bool,
-    *,
-    flood_bots: Sequence[str],
-    throughput_bots: Sequence[str],
-    rounds: int,
-    show_flood: Callable[[list[dict[str, Any]]], None],
-    show_throughput: Callable[[list[dict[str, Any]]], None],
-) -> None:
-    """Each flood bot once, then ``rounds`` rounds of the throughput bots, interleaved
-    (so the machine's changing load falls on all of them), each a child of ``module``."""
-    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
-    started = time.monotonic()
-    show_flood([run_child(module, f"flood:{bot}", quick) for bot in flood_bots])
-    print()
-    show_throughput(
-        [
-            run_child(module, f"throughput:{bot}", quick)
-            for _ in range(rounds)
-            for bot in throughput_bots
+S = TypeVar("S", bound=Sizes)
+Scenario = Callable[[str, S], Coroutine[Any, Any, dict[str, Any]]]
+Table = Callable[[list[dict[str, Any]], S], None]
+
+
+@dataclass(frozen=True)
+class Bench(Generic[S]):
+    """A platform benchmark: a flood and a throughput scenario (``scenario(bot, sizes)``,
+    run in a child process per bot), the bots each runs, and their tables."""
+
+    module: str  # what ``python -m`` runs, for the children
+    full: S
+    quick: S
+    flood: Scenario[S]
+    throughput: Scenario[S]
+    flood_bots: Sequence[str]
+    throughput_bots: Sequence[str]
+    show_flood: Table[S]
+    show_throughput: Table[S]
+
+    def main(self, description: str) -> None:
+        parser = argparse.ArgumentParser(description=description)
+        parser.add_argument("--quick", action="store_true", help="a smaller, faster run")
+        parser.add_argument("--child", help=argparse.SUPPRESS)
+        args = parser.parse_args()
+        sizes = self.quick if args.quick else self.full
+        if args.child:
+            self._child(args.child, sizes)
+        else:
+            self._parent(args.quick, sizes)
+
+    def _child(self, name: str, sizes: S) -> None:
+        """Run ``name`` ("flood:parley": scenario, then bot) and print its result."""
+        # Only errors: the naive bots log every refusal, which is the point, not news.
+        logging.basicConfig(level=logging.ERROR)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scenario, _, kind = name.partition(":")
+        run = {"flood": self.flood, "throughput": self.throughput}[scenario]
+        print(json.dumps(asyncio.run(run(kind, sizes))))
+
+    def _parent(self, quick: bool, sizes: S) -> None:
+        """Each flood bot once, then ``rounds`` rounds of the throughput bots,
+        interleaved (so the machine's changing load falls on all of them)."""
+        print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
+        started = time.monotonic()
+        floods = [run_child(self.module, f"flood:{bot}", quick) for bot in self.flood_bots]
+        self.show_flood(floods, sizes)
+        print()
+        runs = [
+            run_child(self.module, f"throughput:{bot}", quick)
+            for _ in range(sizes.rounds)
+            for bot in self.throughput_bots
         ]
-    )
-    print(f"({time.monotonic() - started:.0f} s, load average {os.getloadavg()[0]:.2f} at end)")
+        self.show_throughput(runs, sizes)
+        end = os.getloadavg()[0]
+        print(f"({time.monotonic() - started:.0f} s, load average {end:.2f} at end)")
 
 
 # --- numbers for the tables -----------------------------------------------------------

@@ -12,12 +12,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
 import aiohttp
@@ -33,18 +33,15 @@ class LlmClient:
         self._model = model
         self._session: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> Self:
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._session is not None:
-            await self._session.close()
+    @contextlib.asynccontextmanager
+    async def open(self) -> AsyncIterator[Self]:
+        """The client with its HTTP session, for the time of the ``async with``."""
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            self._session = session
+            try:
+                yield self
+            finally:
+                self._session = None
 
     async def deltas(self, messages: list[dict[str, str]]) -> AsyncIterator[str]:
         """The LLM's answer, delta by delta."""

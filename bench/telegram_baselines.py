@@ -43,7 +43,7 @@ class _PtbBot:
             ApplicationBuilder().token(self._token).base_url(self._api).concurrent_updates(True)
         ).build()
         app.add_handler(MessageHandler(filters.TEXT, self._on_text))
-        async with self.llm, app:
+        async with self.llm.open(), app:
             await app.start()
             assert app.updater is not None
             await app.updater.start_polling(allowed_updates=[Update.MESSAGE])

@@ -21,11 +21,7 @@ in that process, over loopback. Run: ``python -m bench.telegram_flood [--quick]`
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import statistics
-import tempfile
-import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,10 +31,14 @@ from adapters.delivery.target import PlatformLimits
 from adapters.telegram.limits import TELEGRAM_LIMITS
 from bench.answers import MODEL, TimedAnswers, make_answer, short_answer, squeezed
 from bench.harness import (
+    Bench,
     Runner,
-    child_main,
+    Sizes,
+    ask_all,
+    chat_row,
+    fake_llm,
+    flood_result,
     median_max,
-    parent_main,
     print_throughput,
     rss_mib,
     settle,
@@ -72,19 +72,13 @@ THROUGHPUT_BOTS = ("parley", "parley-tg", "bare")
 UNLIMITED = replace(TELEGRAM_LIMITS, chat_ops=1_000, group_ops=None, global_ops=100_000)
 
 
-@dataclass(frozen=True)
-class Sizes:
+@dataclass(frozen=True, kw_only=True)
+class TelegramSizes(Sizes):
     privates: int
     groups: int
-    answer_chars: int
-    chunk_chars: int
-    chunk_delay: float
-    chats: int
-    turns: int
-    rounds: int  # throughput runs per bot: the machine's noise shows in their spread
 
 
-FULL = Sizes(
+FULL = TelegramSizes(
     privates=10,
     groups=10,
     answer_chars=10_000,
@@ -94,7 +88,7 @@ FULL = Sizes(
     turns=4,
     rounds=3,
 )
-QUICK = Sizes(
+QUICK = TelegramSizes(
     privates=4,
     groups=4,
     answer_chars=5_000,
@@ -129,111 +123,92 @@ def _bot(
     raise ValueError(f"unknown bot {kind!r}")
 
 
-async def flood(kind: str, sizes: Sizes) -> dict[str, Any]:
+async def flood(kind: str, sizes: TelegramSizes) -> dict[str, Any]:
     answers = TimedAnswers(chunk_chars=sizes.chunk_chars)
-    with tempfile.TemporaryDirectory() as tmp:
-        async with (
-            FakeTelegram(token=TOKEN, username=USERNAME, flood=True, penalty=True) as tg,
-            answers.server(sizes.chunk_delay) as llm,
-        ):
-            chats = add_chats(tg, sizes.privates + 1, sizes.groups)
-            for chat, _, _ in chats:
-                answers.answers[chat] = make_answer(chat, sizes.answer_chars)
-            (warm, warm_user, _), chats = chats[0], chats[1:]
-            answers.answers[warm] = short_answer(warm)
-            bot = _bot(kind, tg, llm, Path(tmp), len(chats))
-            stop = asyncio.Event()
-            task = await started(bot, stop, tg.wait_for, lambda: tg.calls_to("getUpdates"))
-            # One exchange first, so the flood meets a bot that has answered before
-            # (connections open, tokenizer loaded), as a bot in service has.
-            tg.send_text(warm, warm_user, prompt(warm, False))
-            await tg.wait_bot_messages(warm, 1, timeout=30)
-            await settle(lambda: message_calls(tg), bot, quiet=1.2, timeout=30)
-            first_call, first_429 = len(tg.calls), tg.count_429
-            sent: dict[int, float] = {}
-            for chat, user, is_group in chats:
-                sent[chat] = time.monotonic()
-                tg.send_text(chat, user, prompt(chat, is_group))
-            await tg.wait_for(
-                lambda: len(llm.chat_requests) > len(chats) and llm.in_flight == 0, timeout=120
-            )
-            settled = await settle(lambda: message_calls(tg), bot, quiet=2.0, timeout=90)
-            await stopped(stop, task)
-            calls = tg.calls[first_call:]
-            per_chat: list[dict[str, Any]] = []
-            for chat, _, is_group in chats:
-                mine = [c for c in calls if c.chat_id == chat]
-                seen = first_visible(mine)
-                token = answers.first_token.get(chat)
-                complete = squeezed(shown_text(tg, chat)) == squeezed(answers.answers[chat])
-                final = last_shown(mine)
-                last_token = answers.last_token.get(chat)
-                per_chat.append(
-                    {
-                        "group": is_group,
-                        "complete": complete,
-                        "messages": len(tg.bot_messages(chat)),
-                        "calls": dict(Counter(c.method for c in mine if c.method in METHODS)),
-                        "429": sum(1 for c in mine if c.status == 429),
-                        "first_visible": None if seen is None or token is None else seen - token,
-                        "wait": None if seen is None else seen - sent[chat],
-                        "final_after_last_token": (
-                            final - last_token
-                            if complete and final is not None and last_token is not None
-                            else None
-                        ),
-                    }
+    async with (
+        FakeTelegram(token=TOKEN, username=USERNAME, flood=True, penalty=True) as tg,
+        fake_llm(answers, sizes.chunk_delay) as (llm, folder),
+    ):
+        chats = add_chats(tg, sizes.privates + 1, sizes.groups)
+        for chat, _, _ in chats:
+            answers.answers[chat] = make_answer(chat, sizes.answer_chars)
+        (warm, warm_user, _), chats = chats[0], chats[1:]
+        answers.answers[warm] = short_answer(warm)
+        bot = _bot(kind, tg, llm, folder, len(chats))
+        stop = asyncio.Event()
+        task = await started(bot, stop, tg.wait_for, lambda: tg.calls_to("getUpdates"))
+        # One exchange first, so the flood meets a bot that has answered before
+        # (connections open, tokenizer loaded), as a bot in service has.
+        tg.send_text(warm, warm_user, prompt(warm, False))
+        await tg.wait_bot_messages(warm, 1, timeout=30)
+        await settle(lambda: message_calls(tg), bot, quiet=1.2, timeout=30)
+        first_call, first_429 = len(tg.calls), tg.count_429
+        askers = {chat: (user, is_group) for chat, user, is_group in chats}
+
+        def ask(chat: int) -> None:
+            user, is_group = askers[chat]
+            tg.send_text(chat, user, prompt(chat, is_group))
+
+        sent = await ask_all(list(askers), ask, llm, tg.wait_for)
+        settled = await settle(lambda: message_calls(tg), bot, quiet=2.0, timeout=90)
+        await stopped(stop, task)
+        calls = tg.calls[first_call:]
+        per_chat: list[dict[str, Any]] = []
+        for chat, _, is_group in chats:
+            mine = [c for c in calls if c.chat_id == chat]
+            complete = squeezed(shown_text(tg, chat)) == squeezed(answers.answers[chat])
+            times = first_visible(mine), last_shown(mine)
+            per_chat.append(
+                chat_row(
+                    answers,
+                    chat,
+                    sent[chat],
+                    mine,
+                    times,
+                    complete,
+                    group=is_group,
+                    messages=len(tg.bot_messages(chat)),
+                    calls=dict(Counter(c.method for c in mine if c.method in METHODS)),
                 )
-            return {
-                "bot": kind,
-                "chats": per_chat,
-                "count_429": tg.count_429 - first_429,
-                "settled": settled,
-                "stream_seconds": statistics.median(
-                    answers.last_token[c] - answers.first_token[c]
-                    for c, _, _ in chats
-                    if c in answers.first_token and c in answers.last_token
-                ),
-            }
+            )
+        return flood_result(
+            kind, per_chat, answers, sent, refused=tg.count_429 - first_429, settled=settled
+        )
 
 
-async def throughput(kind: str, sizes: Sizes) -> dict[str, Any]:
+async def throughput(kind: str, sizes: TelegramSizes) -> dict[str, Any]:
     answers = TimedAnswers(chunk_chars=1_000_000)  # short answers, in one delta
-    with tempfile.TemporaryDirectory() as tmp:
-        async with (
-            FakeTelegram(token=TOKEN, username=USERNAME) as tg,
-            answers.server(0.0) as llm,
-        ):
-            chats = add_chats(tg, sizes.chats + 1, 0)
-            for chat, _, _ in chats:
-                answers.answers[chat] = short_answer(chat)
-            (warm, warm_user, _), chats = chats[0], chats[1:]
-            rss_before = rss_mib()  # the fakes up, the bot not yet started
-            bot = _bot(kind, tg, llm, Path(tmp), sizes.chats, limits=UNLIMITED)
-            stop = asyncio.Event()
-            task = await started(bot, stop, tg.wait_for, lambda: tg.calls_to("getUpdates"))
-            # One turn first: connections, the tokenizer, the first SQLite writes.
-            tg.send_text(warm, warm_user, prompt(warm, False))
-            await tg.wait_bot_messages(warm, 1, timeout=30)
+    async with (
+        FakeTelegram(token=TOKEN, username=USERNAME) as tg,
+        fake_llm(answers, 0.0) as (llm, folder),
+    ):
+        chats = add_chats(tg, sizes.chats + 1, 0)
+        for chat, _, _ in chats:
+            answers.answers[chat] = short_answer(chat)
+        (warm, warm_user, _), chats = chats[0], chats[1:]
+        rss_before = rss_mib()  # the fakes up, the bot not yet started
+        bot = _bot(kind, tg, llm, folder, sizes.chats, limits=UNLIMITED)
+        stop = asyncio.Event()
+        task = await started(bot, stop, tg.wait_for, lambda: tg.calls_to("getUpdates"))
+        # One turn first: connections, the tokenizer, the first SQLite writes.
+        tg.send_text(warm, warm_user, prompt(warm, False))
+        await tg.wait_bot_messages(warm, 1, timeout=30)
 
-            def ask(chat: int, turn: int) -> None:
-                tg.send_text(chat, chat, prompt(chat, False, turn))  # private: chat = user
-
-            async def answered(chat: int, n: int) -> object:
-                return await tg.wait_bot_messages(chat, n, timeout=60)
-
-            latencies, wall = await timed_turns(
-                [c for c, _, _ in chats], sizes.turns, ask, answered
-            )
-            await settle(lambda: message_calls(tg), bot, quiet=0.3, timeout=30)
-            await stopped(stop, task)
-            right = sum(
-                1
-                for chat, _, _ in chats
-                for m in tg.bot_messages(chat)
-                if m.text == answers.answers[chat]
-            )
-            return throughput_result(kind, latencies, wall, right, rss_before)
+        latencies, wall = await timed_turns(
+            [c for c, _, _ in chats],
+            sizes.turns,
+            lambda c, turn: tg.send_text(c, c, prompt(c, False, turn)),  # private: c = user
+            lambda c, n: tg.wait_bot_messages(c, n, timeout=60),
+            bot,
+        )
+        await stopped(stop, task)
+        right = sum(
+            1
+            for chat, _, _ in chats
+            for m in tg.bot_messages(chat)
+            if m.text == answers.answers[chat]
+        )
+        return throughput_result(kind, latencies, wall, right, rss_before)
 
 
 # --- the parent: one child process per bot, then the tables --------------------------
@@ -259,7 +234,7 @@ def _flood_row(bot: str, label: str, chats: list[dict[str, Any]]) -> str:
     )
 
 
-def _print_flood(results: list[dict[str, Any]], sizes: Sizes) -> None:
+def _print_flood(results: list[dict[str, Any]], sizes: TelegramSizes) -> None:
     streams = ", ".join(f"{r['bot']} {r['stream_seconds']:.1f} s" for r in results)
     print(
         f"Flood: {sizes.privates} private chats + {sizes.groups} supergroups at once, "
@@ -297,7 +272,7 @@ def _print_flood(results: list[dict[str, Any]], sizes: Sizes) -> None:
     )
 
 
-def _print_throughput(runs: list[dict[str, Any]], sizes: Sizes) -> None:
+def _print_throughput(runs: list[dict[str, Any]], sizes: TelegramSizes) -> None:
     rounds = len(runs) // len(THROUGHPUT_BOTS)
     print(
         f"Throughput: {sizes.chats} private chats × {sizes.turns} turns, short answers, "
@@ -312,32 +287,17 @@ def _print_throughput(runs: list[dict[str, Any]], sizes: Sizes) -> None:
     )
 
 
-def main(quick: bool) -> None:
-    sizes = QUICK if quick else FULL
-    parent_main(
-        "bench.telegram_flood",
-        quick,
-        flood_bots=FLOOD_BOTS,
-        throughput_bots=THROUGHPUT_BOTS,
-        rounds=sizes.rounds,
-        show_flood=lambda results: _print_flood(results, sizes),
-        show_throughput=lambda runs: _print_throughput(runs, sizes),
-    )
-
+BENCH = Bench(
+    module="bench.telegram_flood",
+    full=FULL,
+    quick=QUICK,
+    flood=flood,
+    throughput=throughput,
+    flood_bots=FLOOD_BOTS,
+    throughput_bots=THROUGHPUT_BOTS,
+    show_flood=_print_flood,
+    show_throughput=_print_throughput,
+)
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer chats, shorter answers")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        sizes = QUICK if args.quick else FULL
-        child_main(
-            args.child,
-            {
-                "flood": lambda kind: flood(kind, sizes),
-                "throughput": lambda kind: throughput(kind, sizes),
-            },
-        )
-    else:
-        main(args.quick)
+    BENCH.main(__doc__.splitlines()[0])

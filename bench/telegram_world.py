@@ -4,15 +4,15 @@ what a user saw, read back from the fake."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from adapters.delivery.target import PlatformLimits
 from adapters.telegram.bot import TelegramAdapter
 from adapters.telegram.config import TelegramBotConfig
 from adapters.telegram.limits import TELEGRAM_LIMITS
-from bench.harness import parley_config
-from bots.app import App
+from bench.harness import ParleyRunner
+from bots.config import BotConfig
+from core.chat_service import ChatService
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.telegram_api import FLOOD_OPS, FakeTelegram
 from tests.fakes.telegram_state import Call
@@ -46,10 +46,8 @@ def prompt(chat: int, is_group: bool, turn: int = 0) -> str:
     return f"@{USERNAME} {text}" if is_group else text
 
 
-class ParleyBot:
-    """parley's Telegram bot as ``parley run`` builds it: the real App (SQLite in
-    ``folder``), a chat_completions backend at the fake LLM, the adapter with Telegram's
-    real limits unless told otherwise."""
+class ParleyBot(ParleyRunner):
+    """parley's Telegram bot, with Telegram's real limits unless told otherwise."""
 
     def __init__(
         self,
@@ -59,25 +57,13 @@ class ParleyBot:
         slots: int,
         limits: PlatformLimits = TELEGRAM_LIMITS,
     ) -> None:
+        bot = {"platform": "telegram", "token": TOKEN, "api_base_url": tg.api_base_url}
+        super().__init__(folder, llm.base_url, slots, bot)
         self._limits = limits
-        self._config = parley_config(
-            folder,
-            llm.base_url,
-            slots,
-            {"platform": "telegram", "token": TOKEN, "api_base_url": tg.api_base_url},
-        )
-        self._adapter: TelegramAdapter | None = None
 
-    async def run(self, stop: asyncio.Event) -> None:
-        async with App(self._config) as app:
-            bot = self._config.bots[0]
-            assert isinstance(bot, TelegramBotConfig)
-            self._adapter = TelegramAdapter(bot, app.service(bot), limits=self._limits)
-            await self._adapter.run(stop)
-
-    def busy(self) -> bool:
-        # The adapter's answers in flight (the test harness reads the same count).
-        return self._adapter is not None and len(self._adapter._inflight) > 0
+    def adapter(self, bot: BotConfig, service: ChatService) -> TelegramAdapter:
+        assert isinstance(bot, TelegramBotConfig)
+        return TelegramAdapter(bot, service, limits=self._limits)
 
 
 def message_calls(tg: FakeTelegram) -> int:

@@ -30,20 +30,27 @@ async def fakes() -> AsyncIterator[tuple[FakeDiscord, FakeOpenAIServer, TimedAns
         yield dc, llm, answers
 
 
-async def _running(dc: FakeDiscord, bot: _DpyBot, stop: asyncio.Event) -> asyncio.Task[None]:
-    return await started(bot, stop, dc.wait_for, bot.ready)
+async def _running(
+    fakes: tuple[FakeDiscord, FakeOpenAIServer, TimedAnswers],
+    kind: type[_DpyBot],
+    stop: asyncio.Event,
+) -> tuple[int, int, str, asyncio.Task[None]]:
+    """One channel whose answer is make_answer(SEED, 2500), and ``kind`` answering there:
+    (channel, user, answer, the bot's task)."""
+    dc, llm, answers = fakes
+    [(channel, user)] = add_channels(dc, 1)
+    answer = answers.answers[channel] = make_answer(SEED, 2500)
+    bot = kind(TOKEN, dc.api_base_url, dc.gateway_url, llm.base_url, MODEL)
+    return channel, user, answer, await started(bot, stop, dc.wait_for, bot.ready)
 
 
 async def test_the_naive_bot_streams_on_a_timer_and_cuts_at_2000_mid_word(
     fakes: tuple[FakeDiscord, FakeOpenAIServer, TimedAnswers],
 ) -> None:
     dc, llm, answers = fakes
-    [(channel, user)] = add_channels(dc, 1)
-    answer = answers.answers[channel] = make_answer(SEED, 2500)
-    assert not answer[1999].isspace() and not answer[2000].isspace()
-    bot = NaiveStreamingBot(TOKEN, dc.api_base_url, dc.gateway_url, llm.base_url, MODEL)
     stop = asyncio.Event()
-    task = await _running(dc, bot, stop)
+    channel, user, answer, task = await _running(fakes, NaiveStreamingBot, stop)
+    assert not answer[1999].isspace() and not answer[2000].isspace()
     dc.send_message(channel, user, prompt(channel))
     await dc.wait_for(lambda: len(llm.chat_requests) == 1 and llm.in_flight == 0, timeout=20)
     await dc.wait_for(lambda: "".join(shown_parts(dc, channel)) == answer, timeout=10)
@@ -64,12 +71,9 @@ async def test_the_bare_bot_sends_the_whole_answer_once_with_the_channels_histor
     fakes: tuple[FakeDiscord, FakeOpenAIServer, TimedAnswers],
 ) -> None:
     dc, llm, answers = fakes
-    [(channel, user)] = add_channels(dc, 1)
-    answer = answers.answers[channel] = make_answer(SEED, 2500)
     answers.chunk_chars = 500  # nothing streams here: no need to wait for it
-    bot = BareBot(TOKEN, dc.api_base_url, dc.gateway_url, llm.base_url, MODEL)
     stop = asyncio.Event()
-    task = await _running(dc, bot, stop)
+    channel, user, answer, task = await _running(fakes, BareBot, stop)
     for turn in range(2):
         dc.send_message(channel, user, prompt(channel, turn))
         await dc.wait_bot_messages(channel, 2 * (turn + 1), timeout=20)
