@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
-import aiohttp
-
+from bench.naive import LlmClient
 from core.backends.chat_completions import ChatCompletionsBackend
 from core.chat_service import ChatService, Outcome
 from core.incoming import BotPolicy, IncomingMessage
@@ -40,25 +37,12 @@ class _NullSink:
         raise RuntimeError(text)
 
 
-async def _bare_conversation(
-    session: aiohttp.ClientSession, url: str, turns: int, conv: int
-) -> None:
+async def _bare_conversation(llm: LlmClient, turns: int, conv: int) -> None:
     """What a minimal hand-written bot does: keep a list, POST it, read the SSE."""
     messages: list[dict[str, str]] = [{"role": "system", "content": SYSTEM}]
     for turn in range(turns):
         messages.append({"role": "user", "content": f"conversation {conv} turn {turn}"})
-        body: dict[str, Any] = {"model": "bench", "messages": messages, "stream": True}
-        answer = []
-        async with session.post(url, json=body) as response:
-            async for line in response.content:
-                if not line.startswith(b"data: "):
-                    continue
-                data = line[6:].strip()
-                if data == b"[DONE]":
-                    break
-                delta = json.loads(data)["choices"][0]["delta"]
-                answer.append(delta.get("content") or "")
-        messages.append({"role": "assistant", "content": "".join(answer)})
+        messages.append({"role": "assistant", "content": await llm.answer(messages)})
 
 
 async def _parley_conversation(service: ChatService, turns: int, conv: int) -> None:
@@ -84,11 +68,9 @@ async def _timed(run: Callable[[int], Awaitable[None]], conversations: int) -> f
 async def bench(conversations: int, turns: int, folder: Path) -> tuple[float, float]:
     """Seconds per turn for (bare aiohttp, parley)."""
     async with FakeOpenAIServer() as server:
-        url = f"{server.base_url}/chat/completions"
-        connector = aiohttp.TCPConnector(limit=conversations)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            await _bare_conversation(session, url, 1, -1)  # warm up
-            bare = await _timed(lambda c: _bare_conversation(session, url, turns, c), conversations)
+        async with LlmClient(server.base_url, "bench").open() as llm:
+            await _bare_conversation(llm, 1, -1)  # warm up
+            bare = await _timed(lambda c: _bare_conversation(llm, turns, c), conversations)
 
         db = f"sqlite+aiosqlite:///{folder / f'bench-{conversations}.db'}"
         await upgrade(db)

@@ -21,18 +21,7 @@ in that process, over loopback. Run: ``python -m bench.telegram_flood [--quick]`
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import logging
-import os
-import resource
-import statistics
-import subprocess
-import sys
-import tempfile
-import time
-import warnings
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -40,27 +29,39 @@ from typing import Any
 
 from adapters.delivery.target import PlatformLimits
 from adapters.telegram.limits import TELEGRAM_LIMITS
+from bench.answers import MODEL, TimedAnswers, make_answer, short_answer, squeezed
+from bench.harness import (
+    Bench,
+    Runner,
+    Sizes,
+    ask_all,
+    chat_row,
+    fake_llm,
+    flood_result,
+    median_max,
+    print_throughput,
+    rss_mib,
+    settle,
+    started,
+    stopped,
+    throughput_result,
+    timed_turns,
+)
 from bench.telegram_baselines import BareBot, NaiveStreamingBot
 from bench.telegram_world import (
     TOKEN,
     USERNAME,
     ParleyBot,
-    Runner,
-    TimedAnswers,
     add_chats,
     first_visible,
     last_shown,
-    make_answer,
+    message_calls,
     prompt,
-    settle,
-    short_answer,
     shown_text,
-    squeezed,
 )
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.telegram_api import FakeTelegram
 
-ROOT = Path(__file__).resolve().parent.parent
 TICK = 1.0  # Telegram's per-chat interval, which is the scheduler's tick for one chat
 METHODS = ("sendMessageDraft", "sendMessage", "editMessageText", "sendChatAction")
 FLOOD_BOTS = ("parley", "naive-1s", "naive-100ch")
@@ -71,19 +72,13 @@ THROUGHPUT_BOTS = ("parley", "parley-tg", "bare")
 UNLIMITED = replace(TELEGRAM_LIMITS, chat_ops=1_000, group_ops=None, global_ops=100_000)
 
 
-@dataclass(frozen=True)
-class Sizes:
+@dataclass(frozen=True, kw_only=True)
+class TelegramSizes(Sizes):
     privates: int
     groups: int
-    answer_chars: int
-    chunk_chars: int
-    chunk_delay: float
-    chats: int
-    turns: int
-    rounds: int  # throughput runs per bot: the machine's noise shows in their spread
 
 
-FULL = Sizes(
+FULL = TelegramSizes(
     privates=10,
     groups=10,
     answer_chars=10_000,
@@ -93,7 +88,7 @@ FULL = Sizes(
     turns=4,
     rounds=3,
 )
-QUICK = Sizes(
+QUICK = TelegramSizes(
     privates=4,
     groups=4,
     answer_chars=5_000,
@@ -114,7 +109,7 @@ def _bot(
     *,
     limits: PlatformLimits = TELEGRAM_LIMITS,
 ) -> Runner:
-    args = (TOKEN, tg.api_base_url, llm.base_url, "bench-model")
+    args = (TOKEN, tg.api_base_url, llm.base_url, MODEL)
     if kind == "parley":
         return ParleyBot(tg, llm, folder, slots, limits)
     if kind == "parley-tg":
@@ -128,166 +123,95 @@ def _bot(
     raise ValueError(f"unknown bot {kind!r}")
 
 
-async def _started(tg: FakeTelegram, bot: Runner, stop: asyncio.Event) -> asyncio.Task[None]:
-    task = asyncio.create_task(bot.run(stop))
-    await tg.wait_for(lambda: tg.calls_to("getUpdates") or task.done(), timeout=20)
-    if task.done():
-        task.result()  # a failed start: its exception
-    return task
-
-
-async def _stopped(stop: asyncio.Event, task: asyncio.Task[None]) -> None:
-    stop.set()
-    await asyncio.wait_for(task, 20)
-
-
-def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-async def flood(kind: str, sizes: Sizes) -> dict[str, Any]:
+async def flood(kind: str, sizes: TelegramSizes) -> dict[str, Any]:
     answers = TimedAnswers(chunk_chars=sizes.chunk_chars)
-    with tempfile.TemporaryDirectory() as tmp:
-        async with (
-            FakeTelegram(token=TOKEN, username=USERNAME, flood=True, penalty=True) as tg,
-            answers.server(sizes.chunk_delay) as llm,
-        ):
-            chats = add_chats(tg, sizes.privates + 1, sizes.groups)
-            for chat, _, _ in chats:
-                answers.answers[chat] = make_answer(chat, sizes.answer_chars)
-            (warm, warm_user, _), chats = chats[0], chats[1:]
-            answers.answers[warm] = short_answer(warm)
-            bot = _bot(kind, tg, llm, Path(tmp), len(chats))
-            stop = asyncio.Event()
-            task = await _started(tg, bot, stop)
-            # One exchange first, so the flood meets a bot that has answered before
-            # (connections open, tokenizer loaded), as a bot in service has.
-            tg.send_text(warm, warm_user, prompt(warm, False))
-            await tg.wait_bot_messages(warm, 1, timeout=30)
-            await settle(tg, bot, quiet=1.2, timeout=30)
-            first_call, first_429 = len(tg.calls), tg.count_429
-            sent: dict[int, float] = {}
-            for chat, user, is_group in chats:
-                sent[chat] = time.monotonic()
-                tg.send_text(chat, user, prompt(chat, is_group))
-            await tg.wait_for(
-                lambda: len(llm.chat_requests) > len(chats) and llm.in_flight == 0, timeout=120
-            )
-            settled = await settle(tg, bot, quiet=2.0, timeout=90)
-            await _stopped(stop, task)
-            calls = tg.calls[first_call:]
-            per_chat: list[dict[str, Any]] = []
-            for chat, _, is_group in chats:
-                mine = [c for c in calls if c.chat_id == chat]
-                seen = first_visible(mine)
-                token = answers.first_token.get(chat)
-                complete = squeezed(shown_text(tg, chat)) == squeezed(answers.answers[chat])
-                final = last_shown(mine)
-                last_token = answers.last_token.get(chat)
-                per_chat.append(
-                    {
-                        "group": is_group,
-                        "complete": complete,
-                        "messages": len(tg.bot_messages(chat)),
-                        "calls": dict(Counter(c.method for c in mine if c.method in METHODS)),
-                        "429": sum(1 for c in mine if c.status == 429),
-                        "first_visible": None if seen is None or token is None else seen - token,
-                        "wait": None if seen is None else seen - sent[chat],
-                        "final_after_last_token": (
-                            final - last_token
-                            if complete and final is not None and last_token is not None
-                            else None
-                        ),
-                    }
+    async with (
+        FakeTelegram(token=TOKEN, username=USERNAME, flood=True, penalty=True) as tg,
+        fake_llm(answers, sizes.chunk_delay) as (llm, folder),
+    ):
+        chats = add_chats(tg, sizes.privates + 1, sizes.groups)
+        for chat, _, _ in chats:
+            answers.answers[chat] = make_answer(chat, sizes.answer_chars)
+        (warm, warm_user, _), chats = chats[0], chats[1:]
+        answers.answers[warm] = short_answer(warm)
+        bot = _bot(kind, tg, llm, folder, len(chats))
+        stop = asyncio.Event()
+        task = await started(bot, stop, tg.wait_for, lambda: tg.calls_to("getUpdates"))
+        # One exchange first, so the flood meets a bot that has answered before
+        # (connections open, tokenizer loaded), as a bot in service has.
+        tg.send_text(warm, warm_user, prompt(warm, False))
+        await tg.wait_bot_messages(warm, 1, timeout=30)
+        await settle(lambda: message_calls(tg), bot, quiet=1.2, timeout=30)
+        first_call, first_429 = len(tg.calls), tg.count_429
+        askers = {chat: (user, is_group) for chat, user, is_group in chats}
+
+        def ask(chat: int) -> None:
+            user, is_group = askers[chat]
+            tg.send_text(chat, user, prompt(chat, is_group))
+
+        sent = await ask_all(list(askers), ask, llm, tg.wait_for)
+        settled = await settle(lambda: message_calls(tg), bot, quiet=2.0, timeout=90)
+        await stopped(stop, task)
+        calls = tg.calls[first_call:]
+        per_chat: list[dict[str, Any]] = []
+        for chat, _, is_group in chats:
+            mine = [c for c in calls if c.chat_id == chat]
+            complete = squeezed(shown_text(tg, chat)) == squeezed(answers.answers[chat])
+            times = first_visible(mine), last_shown(mine)
+            per_chat.append(
+                chat_row(
+                    answers,
+                    chat,
+                    sent[chat],
+                    mine,
+                    times,
+                    complete,
+                    group=is_group,
+                    messages=len(tg.bot_messages(chat)),
+                    calls=dict(Counter(c.method for c in mine if c.method in METHODS)),
                 )
-            return {
-                "bot": kind,
-                "chats": per_chat,
-                "count_429": tg.count_429 - first_429,
-                "settled": settled,
-                "stream_seconds": statistics.median(
-                    answers.last_token[c] - answers.first_token[c]
-                    for c, _, _ in chats
-                    if c in answers.first_token and c in answers.last_token
-                ),
-            }
-
-
-async def throughput(kind: str, sizes: Sizes) -> dict[str, Any]:
-    answers = TimedAnswers(chunk_chars=1_000_000)  # short answers, in one delta
-    with tempfile.TemporaryDirectory() as tmp:
-        async with (
-            FakeTelegram(token=TOKEN, username=USERNAME) as tg,
-            answers.server(0.0) as llm,
-        ):
-            chats = add_chats(tg, sizes.chats + 1, 0)
-            for chat, _, _ in chats:
-                answers.answers[chat] = short_answer(chat)
-            (warm, warm_user, _), chats = chats[0], chats[1:]
-            bot = _bot(kind, tg, llm, Path(tmp), sizes.chats, limits=UNLIMITED)
-            stop = asyncio.Event()
-            task = await _started(tg, bot, stop)
-            # One turn first: connections, the tokenizer, the first SQLite writes.
-            tg.send_text(warm, warm_user, prompt(warm, False))
-            await tg.wait_bot_messages(warm, 1, timeout=30)
-            latencies: list[float] = []
-
-            async def user(chat: int, user_id: int) -> None:
-                for turn in range(sizes.turns):
-                    sent = time.monotonic()
-                    tg.send_text(chat, user_id, prompt(chat, False, turn))
-                    await tg.wait_bot_messages(chat, turn + 1, timeout=60)
-                    latencies.append(time.monotonic() - sent)
-
-            start = time.monotonic()
-            await asyncio.gather(*(user(chat, uid) for chat, uid, _ in chats))
-            wall = time.monotonic() - start
-            await settle(tg, bot, quiet=0.3, timeout=30)
-            await _stopped(stop, task)
-            turns = len(latencies)
-            right = sum(
-                1
-                for chat, _, _ in chats
-                for m in tg.bot_messages(chat)
-                if m.text == answers.answers[chat]
             )
-            return {
-                "bot": kind,
-                "turns": turns,
-                "right": right,
-                "wall": wall,
-                "turns_per_second": turns / wall,
-                "latency_median": statistics.median(latencies),
-                "latency_max": max(latencies),
-                "rss_mib": _rss_mib(),
-            }
+        return flood_result(
+            kind, per_chat, answers, sent, refused=tg.count_429 - first_429, settled=settled
+        )
+
+
+async def throughput(kind: str, sizes: TelegramSizes) -> dict[str, Any]:
+    answers = TimedAnswers(chunk_chars=1_000_000)  # short answers, in one delta
+    async with (
+        FakeTelegram(token=TOKEN, username=USERNAME) as tg,
+        fake_llm(answers, 0.0) as (llm, folder),
+    ):
+        chats = add_chats(tg, sizes.chats + 1, 0)
+        for chat, _, _ in chats:
+            answers.answers[chat] = short_answer(chat)
+        (warm, warm_user, _), chats = chats[0], chats[1:]
+        rss_before = rss_mib()  # the fakes up, the bot not yet started
+        bot = _bot(kind, tg, llm, folder, sizes.chats, limits=UNLIMITED)
+        stop = asyncio.Event()
+        task = await started(bot, stop, tg.wait_for, lambda: tg.calls_to("getUpdates"))
+        # One turn first: connections, the tokenizer, the first SQLite writes.
+        tg.send_text(warm, warm_user, prompt(warm, False))
+        await tg.wait_bot_messages(warm, 1, timeout=30)
+
+        latencies, wall = await timed_turns(
+            [c for c, _, _ in chats],
+            sizes.turns,
+            lambda c, turn: tg.send_text(c, c, prompt(c, False, turn)),  # private: c = user
+            lambda c, n: tg.wait_bot_messages(c, n, timeout=60),
+            bot,
+        )
+        await stopped(stop, task)
+        right = sum(
+            1
+            for chat, _, _ in chats
+            for m in tg.bot_messages(chat)
+            if m.text == answers.answers[chat]
+        )
+        return throughput_result(kind, latencies, wall, right, rss_before)
 
 
 # --- the parent: one child process per bot, then the tables --------------------------
-
-
-def _child(name: str, quick: bool) -> dict[str, Any]:
-    command = [sys.executable, "-m", "bench.telegram_flood", "--child", name]
-    if quick:
-        command.append("--quick")
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    if done.stderr:
-        sys.stderr.write(done.stderr)
-    if done.returncode != 0:
-        raise SystemExit(f"the {name} run failed (exit {done.returncode})")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
-
-
-def _ms(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds * 1000:.0f}"
-
-
-def _median_max(values: list[float | None]) -> tuple[str, str]:
-    known = [v for v in values if v is not None]
-    if not known:
-        return "-", "-"
-    return _ms(statistics.median(known)), _ms(max(known))
 
 
 def _flood_row(bot: str, label: str, chats: list[dict[str, Any]]) -> str:
@@ -297,9 +221,9 @@ def _flood_row(bot: str, label: str, chats: list[dict[str, Any]]) -> str:
         calls.update(chat["calls"])
     per = " ".join(f"{calls[m] / n:>6.1f}" for m in METHODS)
     ops = sum(calls[m] for m in METHODS if m != "sendChatAction") / n
-    first_med, first_max = _median_max([c["first_visible"] for c in chats])
-    wait_med, _ = _median_max([c["wait"] for c in chats])
-    final_med, final_max = _median_max([c["final_after_last_token"] for c in chats])
+    first_med, first_max = median_max([c["first_visible"] for c in chats])
+    wait_med, _ = median_max([c["wait"] for c in chats])
+    final_med, final_max = median_max([c["final_after_last_token"] for c in chats])
     complete = sum(1 for c in chats if c["complete"])
     got_429 = sum(c["429"] for c in chats)
     messages = sum(c["messages"] for c in chats) / n
@@ -310,7 +234,7 @@ def _flood_row(bot: str, label: str, chats: list[dict[str, Any]]) -> str:
     )
 
 
-def _print_flood(results: list[dict[str, Any]], sizes: Sizes) -> None:
+def _print_flood(results: list[dict[str, Any]], sizes: TelegramSizes) -> None:
     streams = ", ".join(f"{r['bot']} {r['stream_seconds']:.1f} s" for r in results)
     print(
         f"Flood: {sizes.privates} private chats + {sizes.groups} supergroups at once, "
@@ -348,73 +272,32 @@ def _print_flood(results: list[dict[str, Any]], sizes: Sizes) -> None:
     )
 
 
-def _print_throughput(runs: list[dict[str, Any]], sizes: Sizes) -> None:
+def _print_throughput(runs: list[dict[str, Any]], sizes: TelegramSizes) -> None:
     rounds = len(runs) // len(THROUGHPUT_BOTS)
     print(
         f"Throughput: {sizes.chats} private chats × {sizes.turns} turns, short answers, "
         f"fake Bot API without flood limits; {rounds} run(s) per bot, interleaved"
     )
-    print(
-        f"{'bot':<12} {'turns':>6} {'right':>6} {'turns/s':>8} {'min':>6} {'max':>6} "
-        f"{'turn med ms':>12} {'turn max ms':>12} {'peak RSS MiB':>13}"
-    )
-    rate: dict[str, float] = {}
-    rss: dict[str, float] = {}
-    for bot in THROUGHPUT_BOTS:
-        mine = [r for r in runs if r["bot"] == bot]
-        rates = [r["turns_per_second"] for r in mine]
-        rate[bot] = statistics.median(rates)
-        rss[bot] = statistics.median(r["rss_mib"] for r in mine)
-        print(
-            f"{bot:<12} {min(r['turns'] for r in mine):>6} {min(r['right'] for r in mine):>6} "
-            f"{rate[bot]:>8.1f} {min(rates):>6.1f} {max(rates):>6.1f} "
-            f"{statistics.median(r['latency_median'] for r in mine) * 1000:>12.0f} "
-            f"{max(r['latency_max'] for r in mine) * 1000:>12.0f} {rss[bot]:>13.1f}"
-        )
-    for name in ("parley", "parley-tg"):
-        print(
-            f"{name}/bare: turns/s {rate[name] / rate['bare']:.2f}, "
-            f"peak RSS {rss[name] / rss['bare']:.2f}"
-        )
+    print_throughput(runs, THROUGHPUT_BOTS, [("parley", "bare"), ("parley-tg", "bare")])
     print(
         "turns/s: median of the runs; parley: Telegram's budgets lifted (its own "
         "overhead); parley-tg: Telegram's limits kept (≤ 1 message per second per chat, "
-        "30 per second overall). Peak RSS: the whole process, both fakes included."
+        "30 per second overall). Peak RSS: the whole process, both fakes included; "
+        "RSS +: its growth from the fakes' start to the end of the run."
     )
 
 
-def main(quick: bool) -> None:
-    sizes = QUICK if quick else FULL
-    load = os.getloadavg()
-    print(f"{os.cpu_count()} CPUs, load average {load[0]:.2f} at start")
-    started = time.monotonic()
-    floods = [_child(f"flood:{bot}", quick) for bot in FLOOD_BOTS]
-    _print_flood(floods, sizes)
-    print()
-    runs = [
-        _child(f"throughput:{bot}", quick) for _ in range(sizes.rounds) for bot in THROUGHPUT_BOTS
-    ]
-    _print_throughput(runs, sizes)
-    print(f"({time.monotonic() - started:.0f} s, load average {os.getloadavg()[0]:.2f} at end)")
-
-
-def child(name: str, quick: bool) -> None:
-    # Only errors: the naive bots log every refusal, which is the point, not news.
-    logging.basicConfig(level=logging.ERROR)
-    warnings.simplefilter("ignore", DeprecationWarning)
-    scenario, _, kind = name.partition(":")
-    sizes = QUICK if quick else FULL
-    run = {"flood": flood, "throughput": throughput}[scenario]
-    result = asyncio.run(run(kind, sizes))
-    print(json.dumps(result))
-
+BENCH = Bench(
+    module="bench.telegram_flood",
+    full=FULL,
+    quick=QUICK,
+    flood=flood,
+    throughput=throughput,
+    flood_bots=FLOOD_BOTS,
+    throughput_bots=THROUGHPUT_BOTS,
+    show_flood=_print_flood,
+    show_throughput=_print_throughput,
+)
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer chats, shorter answers")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        child(args.child, args.quick)
-    else:
-        main(args.quick)
+    BENCH.main(__doc__.splitlines()[0])
