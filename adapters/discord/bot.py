@@ -280,16 +280,22 @@ class DiscordAdapter(Adapter):
         if isinstance(message.channel, discord.PartialMessageable) and from_a_person(message):
             self._inflight.spawn(self._answer_uncached(message))
             return
-        found = inbound(
-            message,
-            bot=self.config.name,
-            bot_id=client.user.id,
-            auto_thread=self.config.auto_thread,
-        )
+        found = self._inbound(message)
         if found is not None:
             # Our own task, so the gateway reader goes on at once; the chat service's
             # per-scope lock keeps one scope's answers in order.
             self._inflight.spawn(self._answer(found))
+
+    def _inbound(self, message: discord.Message, channel: object = None) -> Inbound | None:
+        client = self._client
+        assert client is not None and client.user is not None
+        return inbound(
+            message,
+            bot=self.config.name,
+            bot_id=client.user.id,
+            auto_thread=self.config.auto_thread,
+            channel=channel,
+        )
 
     async def _answer_uncached(self, message: discord.Message) -> None:
         """A message in a channel discord.py has no object for (a thread it never
@@ -308,13 +314,7 @@ class DiscordAdapter(Adapter):
         except (discord.InvalidData, aiohttp.ClientError, OSError) as exc:
             self._dropped(where, f"fetching it failed: {exc or type(exc).__name__}")
             return
-        found = inbound(
-            message,
-            bot=self.config.name,
-            bot_id=client.user.id,
-            auto_thread=self.config.auto_thread,
-            channel=channel,
-        )
+        found = self._inbound(message, channel)
         if found is None and not isinstance(channel, SENDABLE):
             self._dropped(where, f"it is a {type(channel).__name__}, not one the bot writes in")
         if found is not None:
