@@ -256,6 +256,38 @@ class Call:
 
     # -- retries ------------------------------------------------------------------
 
+    async def attempts(
+        self,
+        attempt: Callable[[], Awaitable[_T]],
+        *,
+        max_retries: int,
+        base_delay: float,
+        max_delay: float,
+        max_wait: float,
+    ) -> _T:
+        """``attempt()``, retried as ``retrying`` says. The first try runs outside
+        tenacity: building and stepping its retry loop cost more than a local answer,
+        so only a call that failed once pays for it (the loop then starts from that
+        failure, so waits, counts and logs are the same as for a loop from the start)."""
+        try:
+            return await attempt()
+        except RetryableFailure as failure:
+            if max_retries <= 0:
+                raise
+            first: list[RetryableFailure] = [failure]
+        retrying = self.retrying(
+            max_retries=max_retries, base_delay=base_delay, max_delay=max_delay, max_wait=max_wait
+        )
+
+        async def again() -> _T:
+            if first:
+                failed = first.pop()
+                raise failed from failed.__cause__
+            return await attempt()
+
+        result: _T = await retrying(again)
+        return result
+
     def retrying(
         self,
         *,

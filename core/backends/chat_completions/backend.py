@@ -376,14 +376,14 @@ class ChatCompletionsBackend(Backend):
         base = await call.wait(self._base_url(), "waiting for the server to start")
         url = join_url(base, "/chat/completions")
         call.target(url)
-        retrying = call.retrying(
-            max_retries=self.max_retries,
-            base_delay=self.retry_base_delay,
-            max_delay=self.retry_max_delay,
-            max_wait=self.max_retry_wait,
-        )
         try:
-            opened: Opened = await retrying(self._attempt, url, body, call)
+            opened: Opened = await call.attempts(
+                lambda: self._attempt(url, body, call),
+                max_retries=self.max_retries,
+                base_delay=self.retry_base_delay,
+                max_delay=self.retry_max_delay,
+                max_wait=self.max_retry_wait,
+            )
         except RetryableFailure as failure:
             raise failure.error from failure.__cause__
         return opened
