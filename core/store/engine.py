@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from core.store.urls import DatabaseURLError, check_database_url
@@ -90,7 +90,17 @@ def configure_sqlite(engine: Engine, *, wal: bool) -> None:
             return
         if mode not in ("", "IMMEDIATE", "EXCLUSIVE"):
             raise ValueError(f"sqlite_begin must be IMMEDIATE, EXCLUSIVE or NONE, not {mode!r}")
-        connection.exec_driver_sql(f"BEGIN {mode}".rstrip())
+        # On the driver's cursor: through exec_driver_sql, SQLAlchemy's bookkeeping for
+        # this one statement cost more than a turn's writes.
+        statement = f"BEGIN {mode}".rstrip()
+        dbapi = connection.dialect.loaded_dbapi
+        cursor = connection.connection.dbapi_connection.cursor()
+        try:
+            cursor.execute(statement)
+        except dbapi.Error as exc:  # wrapped as through execute: callers catch these
+            raise DBAPIError.instance(statement, None, exc, dbapi.Error) from exc
+        finally:
+            cursor.close()
 
 
 def _enable_wal(cursor: Any) -> None:

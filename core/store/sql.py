@@ -34,7 +34,7 @@ from core.store.engine import configure_sqlite, make_engine, sqlite_file
 from core.store.inbox import GET_HEAD, SQLInbox, finish_in
 from core.store.models import ConversationRow, MessageLinkRow, MessageRow, ScopeHeadRow, utcnow
 from core.store.prepared import Prepared
-from core.store.units import EngineUnits, SQLiteThread, Units
+from core.store.units import EngineUnits, SQLiteUnits, Units
 from core.types import ScopeHead, StoredMessage, Turn
 
 __all__ = ["SQLStore", "ScopeHead", "Turn"]
@@ -269,7 +269,7 @@ class SQLStore:
         path = sqlite_file(self.engine.url)
         self.units: Units
         if path is not None:
-            self.units = SQLiteThread(self.engine.url, partial(configure_sqlite, wal=True))
+            self.units = SQLiteUnits(self.engine.url, partial(configure_sqlite, wal=True))
         else:
             self.units = EngineUnits(self.engine, self._write)
         self.inbox = SQLInbox(self.units, dialect)
@@ -300,7 +300,7 @@ class SQLStore:
         if cached is not None:
             return cached
         params = {"message_id": message_id, "budget": budget, "max_depth": depth}
-        rows = await self.units.read(lambda conn: _HISTORY.execute(conn, params).all())
+        rows = await self.units.read(lambda conn: _HISTORY.execute(conn, params).all(), long=True)
         messages = _to_messages(rows)
         self._chains.remember(messages)
         return messages
