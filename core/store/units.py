@@ -369,6 +369,9 @@ class SQLiteUnits:
                 self._handing.add(task)
                 task.add_done_callback(self._handing.discard)
             return
+        except BaseException as exc:  # no connection at all (file gone, disk error)
+            for job in batch:
+                job.error = exc
         SQLiteThread._deliver(batch)
         self._committed()
 
