@@ -42,6 +42,11 @@ def ask(tg: FakeTelegram, chat: int, text: str) -> int:
     return int(sent["message_id"])
 
 
+async def answered(tg: FakeTelegram, chat: int, n: int) -> None:
+    """Wait until ``n`` questions in ``chat`` have their answer or error."""
+    await tg.wait_for(lambda: len(answers_by_question(tg, chat)) >= n, timeout=30)
+
+
 ERRORS = (NO_DATABASE_TEXT,)
 
 
@@ -117,9 +122,9 @@ async def test_a_postgres_restart_mid_run_loses_and_doubles_nothing(
     assert all(tg.bot_messages(chat)[1].text != SLOW for chat in chats), "still streaming"
 
     for chat in chats:
-        await tg.wait_for(lambda chat=chat: len(answers_by_question(tg, chat)) == 4, timeout=30)
+        await answered(tg, chat, 4)
         questions[chat].append(ask(tg, chat, "after"))
-        await tg.wait_for(lambda chat=chat: len(answers_by_question(tg, chat)) == 5, timeout=30)
+        await answered(tg, chat, 5)
     await bot.settled()
 
     after = await stored(bot.app)
@@ -127,6 +132,7 @@ async def test_a_postgres_restart_mid_run_loses_and_doubles_nothing(
     for chat in chats:
         found = outcomes(tg, chat, questions[chat])
         first, slow, queued, during, late = (found[q] for q in questions[chat])
+        assert first == ["Echo: first"]
         assert slow == [SLOW], "the answer in flight was kept"
         assert queued == ["Echo: queued"], "the waiting message was answered"
         assert late == ["Echo: after"], "the bot answers again, unrestarted"
@@ -178,17 +184,18 @@ async def test_postgres_down_at_commit_time(
     await tg.wait_for(lambda: len(answers_by_question(tg, GROUP_A)) == 3)  # queued: waits
     await asyncio.to_thread(own_postgres.start_server)
 
-    await tg.wait_for(lambda: len(answers_by_question(tg, GROUP_A)) == 4, timeout=30)
+    await answered(tg, GROUP_A, 4)
     # Nothing else happens in the DM, yet its entry is closed once the server is back.
     await wait_inbox(bot, lambda rows: all(state == "done" for _, state, _ in rows))
     questions.append(ask(tg, GROUP_A, "after"))
     tg.send_text(ALICE, ALICE, "what is my name?")
-    await tg.wait_for(lambda: len(answers_by_question(tg, GROUP_A)) == 5, timeout=30)
+    await answered(tg, GROUP_A, 5)
     await tg.wait_bot_messages(ALICE, 4)
     await bot.settled()
 
     found = outcomes(tg, GROUP_A, questions)
     first, slow, queued, down, late = (found[q] for q in questions)
+    assert first == ["Echo: first"]
     assert slow == [SLOW, NOT_SAVED_TEXT]
     assert queued == ["Echo: queued"]
     assert down == [NO_DATABASE_TEXT]
