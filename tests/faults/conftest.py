@@ -16,6 +16,7 @@ from core.store.models import InboxRow, MessageRow, ScopeHeadRow
 
 # The bot and its fakes, shared with the Telegram adapter's tests.
 from tests.adapters.telegram.conftest import llm, start_bot, tg  # noqa: F401
+from tests.fakes.telegram_api import FakeTelegram
 from tests.pg import PostgresCluster, find_pg_bin, require_postgres
 
 # Short limits so a fault costs a second, not minutes: silence allowed from the server,
@@ -74,6 +75,20 @@ async def stored(app: App) -> Stored:
         heads={h[0]: h[1] for h in heads},
         inbox=[(i[0], i[1], i[2]) for i in inbox],
     )
+
+
+def answers_by_question(fake: FakeTelegram, chat: int) -> dict[int, list[str]]:
+    """The bot's messages in a group by the question they answer: an answer or an
+    error quotes its question; a note after a complete answer ("The answer above could
+    not be saved") stands alone and belongs to the answer above it."""
+    found: dict[int, list[str]] = {}
+    question: int | None = None
+    for message in fake.bot_messages(chat):
+        if message.reply_to is not None:
+            question = message.reply_to
+        assert question is not None, f"a bot message before any answer: {message.text!r}"
+        found.setdefault(question, []).append(message.text or "")
+    return found
 
 
 @pytest.fixture

@@ -17,24 +17,10 @@ from core.chat_service import NO_DATABASE_TEXT, NOT_SAVED_TEXT
 from tests.adapters.telegram.conftest import ALICE, Bot, StartBot
 from tests.fakes.openai_server import Behaviour
 from tests.fakes.telegram_api import FakeTelegram
-from tests.faults.conftest import FAST_BACKEND, stored
+from tests.faults.conftest import FAST_BACKEND, answers_by_question, stored
 from tests.pg import PostgresCluster
 
 GROUP_A, GROUP_B = -100801, -100802
-
-
-def answers_by_question(tg: FakeTelegram, chat: int) -> dict[int, list[str]]:
-    """The bot's messages in a group by the question they answer: an answer or an
-    error quotes its question; a note after a complete answer ("The answer above could
-    not be saved") stands alone and belongs to the answer above it."""
-    found: dict[int, list[str]] = {}
-    question: int | None = None
-    for message in tg.bot_messages(chat):
-        if message.reply_to is not None:
-            question = message.reply_to
-        assert question is not None, f"a bot message before any answer: {message.text!r}"
-        found.setdefault(question, []).append(message.text or "")
-    return found
 
 
 def ask(tg: FakeTelegram, chat: int, text: str) -> int:
