@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
+from core import turn_gate
 from core.chat_service import NO_DATABASE_TEXT, NOT_SAVED_TEXT
 from tests.adapters.telegram.conftest import ALICE, Bot, StartBot
 from tests.fakes.openai_server import Behaviour
@@ -219,3 +220,37 @@ async def test_the_first_message_after_a_quiet_restart_is_answered(
     assert (await stored(bot.app)).chain(f"telegram:chat:{ALICE}") == [
         "my name is Alice", "Echo: my name is Alice", "what is my name?", "Echo: what is my name?",
     ]  # fmt: skip
+
+
+async def test_a_message_that_waits_longer_than_the_outage_patience_is_told_why(
+    start_bot: StartBot,
+    tg: FakeTelegram,
+    own_postgres: PostgresCluster,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A waiting message gives up once the database has been away for OUTAGE_PATIENCE
+    (shortened here): its user hears that the database is away, not that something
+    went wrong, and its entry is closed when the server is back."""
+    monkeypatch.setattr(turn_gate, "OUTAGE_PATIENCE", 0.5)
+    tg.group(GROUP_A, "A", supergroup=True)
+    bot = await start_bot(database_url=own_postgres.url(), backend=FAST_BACKEND)
+    bot.llm.default = Behaviour(reply=SLOW, chunk_delay=0.05)
+    questions = [ask(tg, GROUP_A, "slow one"), ask(tg, GROUP_A, "queued")]
+    await tg.wait_bot_messages(GROUP_A, 1)
+    await wait_inbox(bot, lambda rows: len(rows) == 2)
+    await asyncio.to_thread(own_postgres.stop_server)
+    await answered(tg, GROUP_A, 2)
+    await asyncio.to_thread(own_postgres.start_server)
+    await wait_inbox(bot, lambda rows: all(state == "done" for _, state, _ in rows))
+
+    bot.llm.default = Behaviour()
+    questions.append(ask(tg, GROUP_A, "after"))
+    await answered(tg, GROUP_A, 3)
+    await bot.settled()
+    found = outcomes(tg, GROUP_A, questions)
+    assert [found[q] for q in questions] == [
+        [SLOW, NOT_SAVED_TEXT],
+        [NO_DATABASE_TEXT],
+        ["Echo: after"],
+    ]
+    assert (await stored(bot.app)).chain(f"telegram:chat:{GROUP_A}") == ["after", "Echo: after"]
