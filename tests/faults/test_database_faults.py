@@ -72,7 +72,7 @@ def no_sql_in_logs(caplog: pytest.LogCaptureFixture) -> None:
             assert "[SQL:" not in record.getMessage(), record.getMessage()
 
 
-SLOW = " ".join(f"w{i}" for i in range(60))  # 60 chunks 0.05 s apart: about 3 s
+SLOW = " ".join(f"w{i}" for i in range(80))  # 80 chunks 0.05 s apart: about 4 s
 
 
 async def test_a_postgres_restart_mid_run_loses_and_doubles_nothing(
