@@ -19,7 +19,7 @@ from typing import Protocol
 from core.backends.base import Backend, collect
 from core.errors import ChatGPTError
 from core.incoming import BotPolicy, IncomingMessage, Redelivery, ReplySink, ReplyTargetGone
-from core.store.errors import describe_database_error
+from core.store.errors import describe_database_error, is_database_error
 from core.store.inbox import InboxEntry, LeaseLost, SQLInbox
 from core.store.models import utcnow
 from core.turn_gate import Ticket, TurnGate
@@ -256,8 +256,15 @@ class ChatService:
             log.info("bot %s: the reply's destination went away", self.policy.name)
             return Outcome.FAILED
         except Exception as exc:
-            detail = f"unexpected error while handling a message: {_one_line(exc)}"
-            await self._report(sink, INTERNAL_ERROR_TEXT, detail, exc)
+            # Backend and platform errors are handled where they happen; what is left
+            # is most often the database going away mid-turn (waiting for the scope,
+            # reading the head or the history): the user hears that, not "my side".
+            if is_database_error(exc):
+                detail = f"the database failed during the turn: {describe_database_error(exc)}"
+                await self._report(sink, NO_DATABASE_TEXT, detail, exc)
+            else:
+                detail = f"unexpected error while handling a message: {_one_line(exc)}"
+                await self._report(sink, INTERNAL_ERROR_TEXT, detail, exc)
             return Outcome.FAILED
 
     async def _take_and_answer(

@@ -16,6 +16,13 @@ Why a row and not a PostgreSQL advisory lock or a compare-and-set of the head:
 A waiting turn polls (from 20 ms up to 0.5 s apart; turns of one scope in one process
 queue on an asyncio lock first, so only one of them polls). A holder that died is
 noticed by ``core.workers.is_gone`` and its entry handed to the recovery.
+
+The database may go away for a moment (a restart, a failover). A waiting turn rides
+that out for up to ``OUTAGE_PATIENCE`` (its message is safe in the inbox, and waiting
+is all it does); an entry that could not be marked done is marked later, in the
+background, so that it neither holds its scope nor looks, to this worker's next start,
+like a turn a crash interrupted (which the recovery would answer a second time, or
+mark "cut off" over a complete answer).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from core.incoming import IncomingMessage
+from core.store.errors import describe_database_error
 from core.store.inbox import InboxEntry, LeaseLost, SQLInbox, Taken
 from core.store.models import utcnow
 from core.types import ScopeHead
@@ -37,6 +45,8 @@ log = logging.getLogger(__name__)
 
 FIRST_POLL = 0.02
 LAST_POLL = 0.5
+OUTAGE_PATIENCE = 20.0  # seconds a waiting turn waits for the database to come back
+SETTLE_FIRST = 0.5  # then doubling up to HEARTBEAT_SECONDS: retrying owed finishes
 
 # The inbox entries this process is handling, over all its bots' gates: an entry of
 # this worker that is not here was left by a turn that could not give it back.
@@ -68,6 +78,9 @@ class TurnGate:
         self._on_dead_holder = on_dead_holder
         self._active: set[Ticket] = set()
         self._heartbeat: asyncio.Task[None] | None = None
+        # Entries whose finish failed (the database was away): id -> outcome.
+        self._owed: dict[str, str] = {}
+        self._settler: asyncio.Task[None] | None = None
 
     async def receive(
         self, msg: IncomingMessage, scope_key: str, *, take: bool = False
@@ -102,18 +115,43 @@ class TurnGate:
         """Wait until ``ticket`` answers its scope (LeaseLost if taken over)."""
         wait = FIRST_POLL
         told = False
+        loop = asyncio.get_running_loop()
+        outage: float | None = None  # when the database stopped answering
         while not ticket.taken:
-            holder = await self.inbox.take(
-                ticket.id, bot=self.bot, scope_key=ticket.scope_key, worker=self.worker
-            )
-            if isinstance(holder, Taken):
-                ticket.taken, ticket.head = True, holder.head
-                return
-            if holder.worker == self.worker and holder.id and holder.id not in _handling:
-                # Ours, but no turn of this process has it: a requeue after a
-                # cancellation failed. Nobody will finish it but us.
-                await self.inbox.finish(holder.id, "interrupted", worker=self.worker)
+            try:
+                holder = await self.inbox.take(
+                    ticket.id, bot=self.bot, scope_key=ticket.scope_key, worker=self.worker
+                )
+                if isinstance(holder, Taken):
+                    ticket.taken, ticket.head = True, holder.head
+                    return
+                if self._left_by_us(holder.worker, holder.id):
+                    # Ours, but no turn of this process has it: a requeue after a
+                    # cancellation failed, or a finish owed since the database was
+                    # away. Nobody will finish it but us.
+                    outcome = self._owed.get(holder.id, "interrupted")
+                    # LeaseLost here is about that entry, not ours: finished meanwhile.
+                    with contextlib.suppress(LeaseLost):
+                        await self.inbox.finish(holder.id, outcome, worker=self.worker)
+                    self._owed.pop(holder.id, None)
+                    continue
+            except LeaseLost:
+                raise
+            except Exception as exc:
+                if outage is None:
+                    outage = loop.time()
+                    log.warning(
+                        "bot %s: the database is away (%s); a message in scope %s waits for it",
+                        self.bot,
+                        describe_database_error(exc),
+                        ticket.scope_key,
+                    )
+                if loop.time() - outage > OUTAGE_PATIENCE:
+                    raise
+                await asyncio.sleep(wait)
+                wait = min(wait * 1.5, LAST_POLL)
                 continue
+            outage = None
             if holder.id and is_gone(holder.worker, holder.heartbeat_at, utcnow()):
                 if not told:
                     log.warning(
@@ -126,6 +164,9 @@ class TurnGate:
                 self._on_dead_holder()
             await asyncio.sleep(wait)
             wait = min(wait * 1.5, LAST_POLL)
+
+    def _left_by_us(self, worker: str, entry: str) -> bool:
+        return worker == self.worker and bool(entry) and entry not in _handling
 
     async def cancelled(self, ticket: Ticket) -> None:
         """The turn was cancelled (a shutdown past its grace): free the scope for this
@@ -150,7 +191,11 @@ class TurnGate:
             try:
                 await self.inbox.note_replies(ticket.id, replies)
             except Exception as exc:  # recovery then knows less; the turn goes on
-                log.warning("bot %s: could not record reply ids (%s)", self.bot, exc)
+                log.warning(
+                    "bot %s: could not record reply ids (%s)",
+                    self.bot,
+                    describe_database_error(exc),
+                )
                 return
             ticket._noted = replies
 
@@ -166,9 +211,8 @@ class TurnGate:
         self._forget(ticket)
 
     async def finish(self, ticket: Ticket, outcome: str) -> None:
-        """Mark the entry done (if the commit did not); failures are only logged: the
-        entry then waits for the recovery, which finds this worker alive and leaves it
-        until it is restarted."""
+        """Mark the entry done (if the commit did not). If the database is away, it is
+        marked in the background once it is back (or by the next turn of its scope)."""
         if ticket.finished:
             return
         ticket.finished = True
@@ -178,7 +222,29 @@ class TurnGate:
         except LeaseLost:
             pass
         except Exception as exc:
-            log.warning("bot %s: could not close the inbox entry (%s)", self.bot, exc)
+            log.warning(
+                "bot %s: could not close the inbox entry (%s); retrying in the background",
+                self.bot,
+                describe_database_error(exc),
+            )
+            self._owed[ticket.id] = outcome
+            if self._settler is None or self._settler.done():
+                self._settler = asyncio.get_running_loop().create_task(self._settle())
+
+    async def _settle(self) -> None:
+        """Finish the owed entries, retrying while the database is away."""
+        wait = SETTLE_FIRST
+        while self._owed:
+            await asyncio.sleep(wait)
+            for entry, outcome in list(self._owed.items()):
+                try:
+                    await self.inbox.finish(entry, outcome, worker=self.worker)
+                except LeaseLost:  # taken over, or finished by the scope's next turn
+                    pass
+                except Exception:
+                    wait = min(wait * 2, HEARTBEAT_SECONDS)
+                    break
+                self._owed.pop(entry, None)
 
     # -- heartbeat ----------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import asyncpg
 import pytest
@@ -108,7 +109,21 @@ class PostgresCluster:
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "start")
         self.create_database(TEST_DATABASE)
 
+    def stop_server(self, mode: str = "fast") -> None:
+        """Stop the server, keeping its data: ``fast`` ends every session (their
+        transactions roll back), as an operator's ``pg_ctl stop`` or a restart does."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def start_server(self) -> None:
+        """Start a stopped server again, on the same port with the same data."""
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "start")
+
+    def restart(self, mode: str = "fast") -> None:
+        """``pg_ctl restart``: every open connection is cut, the data stays."""
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-m", mode, "-w", "restart")
+
     def stop(self) -> None:
+        """Stop the server (if running) and delete the cluster."""
         with contextlib.suppress(RuntimeError):
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.root, ignore_errors=True)
@@ -129,14 +144,19 @@ _migrated_url: str | None = None
 TABLES = ("inbox", "message_links", "scope_heads", "messages", "conversations")
 
 
+def require_postgres() -> NoReturn:
+    """Without PostgreSQL's binaries: fail under PARLEY_REQUIRE_POSTGRES=1, else skip."""
+    if os.environ.get("PARLEY_REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"PARLEY_REQUIRE_POSTGRES=1 but initdb is missing. {INSTALL_HINT}")
+    pytest.skip(INSTALL_HINT)
+
+
 @pytest.fixture(scope="session")
 def postgres_cluster() -> Iterator[PostgresCluster]:
     global _cluster, _users
     bin_dir = find_pg_bin()
     if bin_dir is None:
-        if os.environ.get("PARLEY_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"PARLEY_REQUIRE_POSTGRES=1 but initdb is missing. {INSTALL_HINT}")
-        pytest.skip(INSTALL_HINT)
+        require_postgres()
     if _cluster is None:
         cluster = PostgresCluster(bin_dir)
         try:

@@ -12,6 +12,8 @@ import errno
 import re
 import socket
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from core.http import url_secrets
 
 # (substring of the driver's message, what it means), checked in order.
@@ -48,6 +50,34 @@ def _chain(exc: BaseException) -> list[BaseException]:
         orig = getattr(node, "orig", None)
         node = orig if isinstance(orig, BaseException) else (node.__cause__ or node.__context__)
     return seen
+
+
+_DATABASE_PACKAGES = frozenset({"sqlalchemy", "asyncpg", "aiosqlite", "sqlite3"})
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """Whether ``exc`` came from the database: SQLAlchemy's errors, the drivers' own,
+    or an OSError raised inside them (asyncpg lets a refused connection through
+    unwrapped; an OSError of a chat platform's HTTP client is not the database's)."""
+    for error in _chain(exc):
+        if isinstance(error, SQLAlchemyError) or _package(type(error).__module__):
+            return True
+        if isinstance(error, OSError) and _raised_in_database_code(error):
+            return True
+    return False
+
+
+def _package(module: str) -> bool:
+    return module.partition(".")[0] in _DATABASE_PACKAGES
+
+
+def _raised_in_database_code(error: BaseException) -> bool:
+    frame = error.__traceback__
+    while frame is not None:
+        if _package(str(frame.tb_frame.f_globals.get("__name__", ""))):
+            return True
+        frame = frame.tb_next
+    return False
 
 
 def describe_database_error(exc: BaseException, url: str = "") -> str:

@@ -104,10 +104,18 @@ StartBot = Callable[..., Any]
 async def start_bot(
     tg: FakeTelegram, llm: FakeOpenAIServer, tmp_path: Path
 ) -> AsyncIterator[StartBot]:
-    """``await start_bot(**bot_keys)`` runs a bot until the test ends."""
+    """``await start_bot(**bot_keys)`` runs a bot until the test ends. ``backend`` adds
+    or overrides keys of the chat_completions backend (retries, timeouts);
+    ``database_url`` replaces the SQLite file (e.g. a PostgreSQL database)."""
     stack = contextlib.AsyncExitStack()
 
-    async def start(limits: PlatformLimits = FAST, **keys: Any) -> Bot:
+    async def start(
+        limits: PlatformLimits = FAST,
+        *,
+        backend: dict[str, Any] | None = None,
+        database_url: str | None = None,
+        **keys: Any,
+    ) -> Bot:
         bot: dict[str, Any] = {
             "name": "helper",
             "platform": "telegram",
@@ -117,7 +125,7 @@ async def start_bot(
         }
         config = parse_config(
             {
-                "database": {"url": f"sqlite+aiosqlite:///{tmp_path / 'tg.db'}"},
+                "database": {"url": database_url or f"sqlite+aiosqlite:///{tmp_path / 'tg.db'}"},
                 "backends": {
                     "llm": {
                         "type": "chat_completions",
@@ -125,6 +133,7 @@ async def start_bot(
                         "api_key": "sk-tg",
                         "model": "fake-model",
                         "max_retries": 0,
+                        **(backend or {}),
                     }
                 },
                 "bots": [bot],
