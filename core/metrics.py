@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from core.errors import (
     ChatGPTAuthError,
@@ -142,6 +142,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)  # CPU, memory, open files: the first questions asked
         self.turns = Counter(
             "parley_turns",
             "Turns that reached the backend, by how they ended",

@@ -136,6 +136,7 @@ async def check_run(scrape: Scraper, tg: FakeTelegram, llm: FakeOpenAIServer) ->
     before = await scrape.samples()
     assert turns(before, "answered") == 0 and turns(before, "backend_error") == 0
     assert value(before, "parley_backend_streams_in_flight", backend="fake") == 0
+    assert value(before, "process_resident_memory_bytes") > 0
     status, body = await scrape.health()
     up = {"status": "ok", "database": "ok", "bots": {"helper": "connected"}}
     assert (status, body) == (200, up)
