@@ -19,7 +19,7 @@ from core.errors import (
     ChatGPTTimeoutError,
 )
 from core.incoming import BotPolicy
-from core.metrics import ERROR_KINDS, NO_METRICS, OUTCOMES, Metrics, error_kind
+from core.metrics import ERROR_KINDS, NO_METRICS, OUTCOMES, Metrics, error_kind, outcome_label
 from core.store.sql import SQLStore
 from tests.core.test_chat_service import RecordingSink, msg
 from tests.fakes.openai_server import Behaviour, FakeOpenAIServer
@@ -201,3 +201,21 @@ def test_metrics_off_records_nothing_and_does_not_get_in_the_way() -> None:
 def test_error_kinds_come_from_a_fixed_set(error: Any, kind: str) -> None:
     assert error_kind(error) == kind
     assert kind in ERROR_KINDS
+
+
+@pytest.mark.parametrize(
+    ("words", "label"),
+    [
+        ("answered", "answered"),
+        ("failed: HTTP 500 from x after 1 try", "backend_error"),
+        ("not delivered", "not_delivered"),
+        ("not saved", "not_saved"),
+        ("the reply's destination went away", "target_gone"),
+        ("cancelled", "cancelled"),
+        ("failed", "failed"),
+        ("something new one day", "failed"),
+    ],
+)
+def test_turn_outcomes_come_from_a_fixed_set(words: str, label: str) -> None:
+    assert outcome_label(words) == label
+    assert label in OUTCOMES
