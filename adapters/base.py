@@ -27,6 +27,12 @@ class Adapter(ABC):
         """Serve until ``stop`` is set, then shut down cleanly. Raises
         ``AdapterStartError`` if it cannot start."""
 
+    @property
+    def connected(self) -> bool:
+        """Whether the bot is connected to its platform now (``/healthz``). One with no
+        connection to lose (the console) always is."""
+        return True
+
 
 class InFlight:
     """The answers an adapter is working on, so a shutdown can let them finish within

@@ -18,6 +18,7 @@ from core.backends.base import Backend
 from core.chat_service import ChatService
 from core.errors import ChatGPTError
 from core.incoming import BotPolicy
+from core.metrics import NO_METRICS, Metrics
 from core.store.sql import SQLStore
 from migrations.runner import upgrade_engine
 
@@ -59,6 +60,8 @@ class App:
         self.url = database_url(config)
         self._store: SQLStore | None = None
         self._backends: dict[str, Backend] = {}
+        # Its own registry per app: several apps (tests) in one process don't collide.
+        self.metrics = Metrics() if config.metrics is not None else None
 
     @property
     def store(self) -> SQLStore:
@@ -116,10 +119,12 @@ class App:
 
     def service(self, bot: BotConfig, backend: str | None = None) -> ChatService:
         name = backend or self.config.backend_for(bot)
+        metrics = self.metrics.for_bot(bot.name, bot.platform, name) if self.metrics else None
         return ChatService(
             policy=policy_for(bot, name, self.shared_history),
             backend=self.backend(name),
             store=self.store,
+            metrics=metrics or NO_METRICS,
         )
 
 

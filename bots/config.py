@@ -77,6 +77,13 @@ class DatabaseConfig(_Strict):
     url: str | None = None  # None: a SQLite file under $PARLEY_HOME
 
 
+class MetricsConfig(_Strict):
+    """``parley run`` serves Prometheus ``/metrics`` and ``/healthz`` here."""
+
+    listen: str = "127.0.0.1"
+    port: int = Field(9464, ge=0, le=65535)  # 0: any free port (it is logged)
+
+
 class _HistoryBackend(_Strict):
     system_message: str | None = "You are a helpful assistant."
     max_response_tokens: int = Field(1000, gt=0)
@@ -174,6 +181,7 @@ class ParleyConfig(_Strict):
     default_backend: str = "local"
     backends: dict[str, BackendConfig] = Field(default_factory=_default_backends)
     bots: list[BotConfig] = Field(default_factory=_default_bots)
+    metrics: MetricsConfig | None = None  # absent: no metrics listener
 
     def backend_for(self, bot: BotConfig) -> str:
         return bot.backend or self.default_backend

@@ -11,6 +11,7 @@ from adapters.base import Adapter, AdapterStartError
 from bots.app import App
 from bots.config import BotConfig
 from bots.errors import StartupError
+from bots.monitor import monitoring
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,14 @@ async def run_bots(app: App, stop: asyncio.Event) -> None:
         raise StartupError("no bots are configured (bots: is empty)")
     # Every bot is built (extras, backends) before any starts.
     adapters = [(bot, build_adapter(app, bot)) for bot in app.config.bots]
+    bots = {bot.name: adapter for bot, adapter in adapters}
+    async with monitoring(app.config.metrics, app.metrics, app.store.engine, bots):
+        await _run_adapters(app, adapters, stop)
+
+
+async def _run_adapters(
+    app: App, adapters: list[tuple[BotConfig, Adapter]], stop: asyncio.Event
+) -> None:
     tasks = {asyncio.ensure_future(adapter.run(stop)): bot for bot, adapter in adapters}
     pending = set(tasks)
     try:

@@ -19,6 +19,7 @@ from typing import Protocol
 from core.backends.base import Backend, collect
 from core.errors import ChatGPTError
 from core.incoming import BotPolicy, IncomingMessage, Redelivery, ReplySink, ReplyTargetGone
+from core.metrics import NO_METRICS, BotMetrics
 from core.store.errors import describe_database_error, is_database_error
 from core.store.inbox import InboxEntry, LeaseLost, SQLInbox
 from core.store.models import utcnow
@@ -107,10 +108,18 @@ class Command:
 class ChatService:
     """Decides, resolves the scope, streams the answer and commits the turn."""
 
-    def __init__(self, *, policy: BotPolicy, backend: Backend, store: ConversationStore) -> None:
+    def __init__(
+        self,
+        *,
+        policy: BotPolicy,
+        backend: Backend,
+        store: ConversationStore,
+        metrics: BotMetrics = NO_METRICS,
+    ) -> None:
         self.policy = policy
         self.backend = backend
         self.store = store
+        self.metrics = metrics  # core/metrics.py; the adapters' schedulers report to it too
         # Locks die with their last waiter, so idle scopes cost no memory.
         self._locks: weakref.WeakValueDictionary[str, _ScopeLock] = weakref.WeakValueDictionary()
         self._rate = UserRateLimit(*policy.rate_limit) if policy.rate_limit else None
@@ -377,7 +386,7 @@ class ChatService:
     ) -> Outcome:
         conversation_id, parent_id = where
         user_message_id = str(uuid.uuid4())
-        turn_log = _TurnLog(self.policy)
+        turn_log = _TurnLog(self.policy, self.metrics)
         watch_sent = getattr(sink, "watch_sent", None)
         if watch_sent is not None:
             watch_sent(lambda ids: self._gate.track(ticket, ids))
@@ -465,6 +474,7 @@ class ChatService:
             text=final.text,
             token_count=await self._count(final.text),
         )
+        self.metrics.tokens(final.prompt_tokens or user.token_count, assistant.token_count)
         links = [(msg.chat_id, pid, assistant.id) for pid in platform_ids]
         if msg.message_id:
             links.append((msg.chat_id, msg.message_id, user.id))
@@ -599,7 +609,8 @@ class ChatService:
                     raise _SinkFailed(exc) from exc
 
         # collect() closes the stream on any exit, aborting the request if a sink fails.
-        return await collect(stream, show)
+        with self.metrics.streaming():
+            return await collect(stream, show)
 
 
 class _ScopeLock(asyncio.Lock):
@@ -634,6 +645,7 @@ class _TurnLog:
     """The one INFO line per turn: bot, backend, what was sent, how long it took."""
 
     policy: BotPolicy
+    metrics: BotMetrics = NO_METRICS
     started: float = field(default_factory=time.monotonic)
     first_text: float | None = None
     final: ChatResponse | None = None
@@ -657,6 +669,8 @@ class _TurnLog:
         else:
             sent = "history not reported by the backend"
         first = f"{self.first_text - self.started:.2f} s" if self.first_text else "none"
+        ttft = self.first_text - self.started if self.first_text else None
+        self.metrics.turn(self.outcome, now - self.started, ttft)
         log.log(
             self.level,
             "bot %s, backend %s: %s; %s; first text after %s, %.2f s in all",

@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Protocol
 
 from adapters.delivery.target import DeliveryError, DeliveryTarget, PlatformLimits, RetryAfter
+from core.metrics import NO_METRICS, BotMetrics
 from core.ratelimit import Reservation, SlidingWindow
 
 log = logging.getLogger(__name__)
@@ -86,14 +87,20 @@ class DeliveryScheduler:
     """Runs every lane's platform calls when all the budgets that apply allow.
 
     ``clock`` must tick with the event loop's time (tests pass ``time.monotonic`` too);
-    it dates budget hits, while waiting uses the loop's timers.
+    it dates budget hits, while waiting uses the loop's timers. ``metrics`` hears of
+    every 429 and the wait it asked for.
     """
 
     def __init__(
-        self, limits: PlatformLimits, *, clock: Callable[[], float] = time.monotonic
+        self,
+        limits: PlatformLimits,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        metrics: BotMetrics = NO_METRICS,
     ) -> None:
         self.limits = limits
         self.clock = clock
+        self._metrics = metrics
         self._global = SlidingWindow(limits.global_ops, limits.global_period, clock)
         self._chats: dict[str, _Chat] = {}
         self._no_drafts: OrderedDict[str, None] = OrderedDict()
@@ -272,6 +279,7 @@ class DeliveryScheduler:
                 until = self.clock() + exc.retry_after
                 budget = self._global if exc.scope == "global" else chat.budgets[0]
                 budget.block_until(until)
+                self._metrics.platform_rate_limited(exc.retry_after, exc.scope)
                 log.info("platform asked to wait %.3g s (%s)", exc.retry_after, exc.scope)
             except Exception:
                 log.exception("a delivery lane failed to handle its own error")

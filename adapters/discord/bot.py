@@ -149,6 +149,19 @@ class DiscordAdapter(Adapter):
         """Connected, and the guilds of READY are known."""
         return self._client is not None and self._client.is_ready() and self._accepting
 
+    @property
+    def connected(self) -> bool:
+        """Ready, and the gateway socket (every shard's) open: false while discord.py
+        reconnects, though ``is_ready()`` stays true then."""
+        client = self._client
+        if client is None or not self.ready:
+            return False
+        if isinstance(client, discord.AutoShardedClient):
+            shards = client.shards.values()
+            return bool(shards) and not any(shard.is_closed() for shard in shards)
+        ws = client.ws
+        return ws is not None and ws.open
+
     async def run(self, stop: asyncio.Event) -> None:
         # parley has no voice: discord.py's warnings about voice libraries are noise.
         discord.VoiceClient.warn_nacl = False
@@ -212,7 +225,7 @@ class DiscordAdapter(Adapter):
             raise AdapterStartError(f"Discord refused to start the bot: {exc.text}") from None
 
     async def _serve(self, client: discord.Client, stop: asyncio.Event) -> None:
-        scheduler = DeliveryScheduler(self.limits)
+        scheduler = DeliveryScheduler(self.limits, metrics=self.service.metrics)
         self._scheduler = scheduler
         self._accepting = True
         connection = asyncio.ensure_future(client.connect(reconnect=True))

@@ -81,12 +81,18 @@ class TelegramAdapter(Adapter):
         # "http://host:8081" for a self-hosted server means its /bot<TOKEN>/ endpoints.
         return url + "/bot" if urlsplit(url).path in ("", "/") else url
 
+    @property
+    def connected(self) -> bool:
+        """Polling, or the webhook listener, is running."""
+        app = self._app
+        return app is not None and app.updater is not None and app.updater.running
+
     async def run(self, stop: asyncio.Event) -> None:
         app = self._build()
         await self._initialize(app, stop)
         if stop.is_set():
             return
-        scheduler = DeliveryScheduler(self.limits)
+        scheduler = DeliveryScheduler(self.limits, metrics=self.service.metrics)
         self._scheduler = scheduler
         self._app = app
         recovery: asyncio.Task[None] | None = None

@@ -42,6 +42,7 @@ from tenacity.stop import stop_base
 
 from core.errors import ChatGPTError, ChatGPTStreamError, ChatGPTTimeoutError
 from core.http import ERROR_BODY_LIMIT, endpoint, error_detail, redact_url
+from core.metrics import backend_retried
 from core.sse import SSEEvent, SSEParser, SSETooLarge, sniff
 
 _T = TypeVar("_T")
@@ -323,6 +324,8 @@ class Call:
             return float(backoff(state))
 
         def log_retry(state: RetryCallState) -> None:
+            failure = _failure(state)
+            backend_retried(failure.error if isinstance(failure, RetryableFailure) else failure)
             self.logger.info(
                 "%s; retry %d of %d in %.2f s",
                 _failure(state),

@@ -418,3 +418,20 @@ def test_telegram_keys_are_validated_and_the_webhook_secret_redacted() -> None:
     bot |= {"webhook": {"url": "https://x/h"}, "rate_limit": {"messages": 0}}
     with pytest.raises(ConfigError, match=r"bots\[0\]\.rate_limit\.messages"):
         parse_config(raw)
+
+
+def test_the_metrics_section_is_off_when_absent_and_checked_when_present() -> None:
+    assert parse_config({}).metrics is None
+    assert parse_config({"metrics": None}).metrics is None
+    defaults = parse_config({"metrics": {}}).metrics
+    assert defaults is not None and (defaults.listen, defaults.port) == ("127.0.0.1", 9464)
+    chosen = parse_config({"metrics": {"listen": "0.0.0.0", "port": 0}}).metrics
+    assert chosen is not None and (chosen.listen, chosen.port) == ("0.0.0.0", 0)
+    assert redacted_dump(parse_config({"metrics": {}}))["metrics"] == {
+        "listen": "127.0.0.1",
+        "port": 9464,
+    }
+    with pytest.raises(ConfigError, match=r"metrics\.prot: unknown key"):
+        parse_config({"metrics": {"prot": 1}})
+    with pytest.raises(ConfigError, match=r"metrics\.port: "):
+        parse_config({"metrics": {"port": 70000}})
