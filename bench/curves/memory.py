@@ -1,0 +1,9 @@
+FULL = QUICK = None
+
+
+async def measure(*a):
+    pass
+
+
+def table(*a):
+    return ""
