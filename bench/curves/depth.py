@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bench.answers import short_answer
 from bench.curves.databases import Database
@@ -23,6 +23,7 @@ from core.types import StoredMessage, Turn
 from tests.fakes.openai_server import FakeOpenAIServer
 
 QUESTION = "And what comes next?"
+SEEDED = "seeded"  # the platform message id of each seeded chain's last answer
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,10 @@ QUICK = Sizes(depths=(10, 100, 1_000, 10_000), builds=2, turns=1, rounds=1)
 class Point:
     database: str
     depth: int
+    leaf: str = ""  # the chain's last message
     messages: int = 0  # history messages the prompt carries
     tokens: int = 0  # the prompt's size
+    turn_messages: int = 0  # history messages in the last timed turn's request
     seed_seconds: float = 0.0
     builds: list[float] = field(default_factory=list)
     turns: list[float] = field(default_factory=list)
@@ -69,43 +72,48 @@ def chain(depth: int, count: ChatCompletionsBackend) -> list[StoredMessage]:
     return messages
 
 
-async def seed(app: App, service: ChatService, chat_id: str, depth: int) -> None:
+async def seed(app: App, service: ChatService, chat_id: str, depth: int) -> str:
     """A scope of ``service`` whose head is ``depth`` messages deep: all but the last
     turn in one batch (``add_messages``), the last through ``commit_turn``, which moves
-    the head, as a turn does."""
+    the head and links the answer to the platform message ``SEEDED``, as a turn does.
+    Returns the id of that last answer."""
     backend = service.backend
     assert isinstance(backend, ChatCompletionsBackend)
     messages = chain(depth, backend)
     *older, user, assistant = messages
     await app.store.add_messages(older)
     scope_key = service.policy.scope_key(incoming(service, chat_id, QUESTION))
+    links = [(chat_id, SEEDED, assistant.id)]
     await app.store.commit_turn(
-        Turn(service.policy.name, scope_key, service.policy.backend, user, assistant, [])
+        Turn(service.policy.name, scope_key, service.policy.backend, user, assistant, links)
     )
+    return assistant.id
 
 
-async def _measure_one(app: App, service: ChatService, point: Point, sizes: Sizes) -> None:
+async def _measure_one(
+    service: ChatService, llm: FakeOpenAIServer, point: Point, sizes: Sizes
+) -> None:
     backend = service.backend
     assert isinstance(backend, ChatCompletionsBackend)
-    chat_id = f"depth-{point.depth}"
-    scope_key = service.policy.scope_key(incoming(service, chat_id, QUESTION))
-    head = await app.store.get_head(service.policy.name, scope_key)
-    assert head is not None
     call = backend._new_call(None)
-    await backend._build_messages(QUESTION, head.parent_message_id, call)  # caches warm
+    await backend._build_messages(QUESTION, point.leaf, call)  # caches warm
     for _ in range(sizes.builds):
         # The private pieces are the point: the prompt alone, without the HTTP request.
         started = time.perf_counter()
         call = backend._new_call(None)
-        prompt = await backend._build_messages(QUESTION, head.parent_message_id, call)
+        prompt = await backend._build_messages(QUESTION, point.leaf, call)
         point.builds.append(time.perf_counter() - started)
         point.messages, point.tokens = prompt.history_messages, prompt.tokens
+    # Each turn replies to the seeded answer: a branch from it, so the depth stays put.
+    reply = replace(incoming(service, f"depth-{point.depth}", QUESTION), reply_to_message_id=SEEDED)
     for _ in range(sizes.turns):
         started = time.perf_counter()
-        outcome = await service.handle(incoming(service, chat_id, QUESTION), NullSink())
+        outcome = await service.handle(reply, NullSink())
         point.turns.append(time.perf_counter() - started)
         if outcome is not Outcome.ANSWERED:
             raise RuntimeError(f"a turn at depth {point.depth}: {outcome.value}")
+        # The request: the system message, the history, the question.
+        point.turn_messages = len(llm.chat_requests[-1].messages) - 2
 
 
 async def measure(found: Sequence[Database], sizes: Sizes) -> list[Point]:
@@ -116,11 +124,11 @@ async def measure(found: Sequence[Database], sizes: Sizes) -> list[Point]:
             async with parley_service(db.url, server.base_url, 1) as (app, service):
                 for point in mine:
                     started = time.perf_counter()
-                    await seed(app, service, f"depth-{point.depth}", point.depth)
+                    point.leaf = await seed(app, service, f"depth-{point.depth}", point.depth)
                     point.seed_seconds = time.perf_counter() - started
                 for _ in range(sizes.rounds):
                     for point in mine:
-                        await _measure_one(app, service, point, sizes)
+                        await _measure_one(service, server, point, sizes)
             points.extend(mine)
     return points
 
@@ -155,4 +163,17 @@ def table(points: Sequence[Point]) -> str:
                 number(p.seed_seconds, 2),
             ]
         )
-    return markdown(header, rows)
+    return "\n".join([markdown(header, rows), *_past_the_budget(points)])
+
+
+def _past_the_budget(points: Sequence[Point]) -> list[str]:
+    """The deepest point against the one before it, per database: 1.00 is flat."""
+    lines = []
+    for db in dict.fromkeys(p.database for p in points):
+        *_, before, deepest = [p for p in points if p.database == db]
+        lines.append(
+            f"{db}: at depth {deepest.depth:,} against {before.depth:,}, prompt build "
+            f"{ratio(median_ms(deepest.builds), median_ms(before.builds))}, turn "
+            f"{ratio(median_ms(deepest.turns), median_ms(before.turns))}"
+        )
+    return lines

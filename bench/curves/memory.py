@@ -46,7 +46,7 @@ BATCH = 5_000  # rows per INSERT round trip while seeding
 @dataclass(frozen=True)
 class Sizes:
     conversations: int  # stored in the loaded store, half per bot
-    chats: int  # per platform, each asking one question at once (stored ones)
+    chats: int  # per platform and round, each asking one question at once (stored ones)
     rounds: int  # runs per store, interleaved
 
 
@@ -176,7 +176,6 @@ class Fakes:
     tg: FakeTelegram
     dc: FakeDiscord
     llm: FakeOpenAIServer
-    chats: int
 
     def config(self, database: Path) -> str:
         return f"""
@@ -211,7 +210,7 @@ async def fakes(chats: int) -> AsyncIterator[Fakes]:
         for chat in range(chats):
             tg.private_chat(chat + 1, f"User{chat + 1}")
             dc.channel(guild, FIRST_CHANNEL + chat, f"chat-{chat}")
-        yield Fakes(tg, dc, llm, chats)
+        yield Fakes(tg, dc, llm)
 
 
 def _status_kib(pid: int, key: str) -> int:
@@ -227,9 +226,9 @@ def _command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "bots.cli"]
 
 
-async def run_once(f: Fakes, database: Path, log: Path) -> Run:
-    """Start ``parley run`` on ``database``, have every chat ask once on each platform,
-    read its memory once all are answered, then SIGTERM it (it must exit 0)."""
+async def run_once(f: Fakes, chats: range, database: Path, log: Path) -> Run:
+    """Start ``parley run`` on ``database``, have each of ``chats`` ask once on each
+    platform, read its memory once all are answered, then SIGTERM it (it must exit 0)."""
     config = database.with_suffix(".yaml")
     config.write_text(f.config(database))
     polls, identifies, asked = (
@@ -237,8 +236,8 @@ async def run_once(f: Fakes, database: Path, log: Path) -> Run:
         len(f.dc.identifies),
         len(f.llm.chat_requests),
     )
-    tg_before = {c: len(f.tg.bot_messages(c + 1)) for c in range(f.chats)}
-    dc_before = {c: len(f.dc.bot_messages(FIRST_CHANNEL + c)) for c in range(f.chats)}
+    tg_before = {c: len(f.tg.bot_messages(c + 1)) for c in chats}
+    dc_before = {c: len(f.dc.bot_messages(FIRST_CHANNEL + c)) for c in chats}
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TG_TOKEN": TG_TOKEN, "DC_TOKEN": DC_TOKEN}
     started = time.monotonic()
     with log.open("ab") as err:
@@ -259,10 +258,10 @@ async def run_once(f: Fakes, database: Path, log: Path) -> Run:
             raise RuntimeError(f"parley run exited with {process.returncode}: see {log}")
         startup = time.monotonic() - started
         await asyncio.sleep(0.3)  # READY and GUILD_CREATE reach the Discord client
-        for chat in range(f.chats):
+        for chat in chats:
             f.tg.send_text(chat + 1, chat + 1, f"hello from telegram chat {chat}")
             f.dc.send_message(FIRST_CHANNEL + chat, ALICE, f"<@{DC_BOT}> hello from channel {chat}")
-        for chat in range(f.chats):
+        for chat in chats:
             await f.tg.wait_bot_messages(chat + 1, tg_before[chat] + 1, timeout=60)
             await f.dc.wait_bot_messages(FIRST_CHANNEL + chat, dc_before[chat] + 1, timeout=60)
         await asyncio.sleep(0.3)  # the turns' commits after the answers were shown
@@ -288,10 +287,12 @@ async def measure(folder: Path, sizes: Sizes) -> list[Point]:
         empty_db: Point("empty (baseline)", 0, _mib(empty_db)),
         loaded_db: Point("loaded", sizes.conversations, _mib(loaded_db), seeded),
     }
-    async with fakes(sizes.chats) as f:
-        for _ in range(sizes.rounds):
+    async with fakes(sizes.chats * sizes.rounds) as f:
+        for r in range(sizes.rounds):
+            # New chats each round: a store's prompts carry only what was seeded in it.
+            chats = range(r * sizes.chats, (r + 1) * sizes.chats)
             for database, point in points.items():
-                point.runs.append(await run_once(f, database, folder / "parley.log"))
+                point.runs.append(await run_once(f, chats, database, folder / "parley.log"))
     return list(points.values())
 
 

@@ -48,6 +48,8 @@ async def test_depth_prompts_stop_growing_once_the_budget_is_reached(
         assert 100 < carried[1_000][0] < 1_000  # beyond it: as many as fit,
         assert carried[10_000][0] == carried[1_000][0]  # however deep the conversation
         assert carried[10_000][1] <= 4096 - 1000  # max_model_tokens - max_response_tokens
+    # The timed turns answer at the same depth: the chat service sent those prompts.
+    assert all(p.turn_messages == p.messages for p in points)
     assert all(len(p.turns) == depth.QUICK.turns for p in points)
 
 
