@@ -34,7 +34,7 @@ class Sizes:
     rounds: int  # the depths are measured in turn, this many times
 
 
-FULL = Sizes(depths=(10, 100, 1_000, 10_000), builds=20, turns=5, rounds=3)
+FULL = Sizes(depths=(10, 100, 1_000, 10_000), builds=10, turns=2, rounds=10)
 QUICK = Sizes(depths=(10, 100, 1_000, 10_000), builds=2, turns=1, rounds=1)
 
 

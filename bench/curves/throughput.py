@@ -30,7 +30,7 @@ class Sizes:
         return max(self.min_turns, self.turns // conversations)
 
 
-FULL = Sizes(levels=(1, 16, 64, 256), turns=128, min_turns=3, rounds=3)
+FULL = Sizes(levels=(1, 16, 64, 256), turns=128, min_turns=3, rounds=5)
 QUICK = Sizes(levels=(1, 16), turns=8, min_turns=2, rounds=1)
 
 
