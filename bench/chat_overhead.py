@@ -4,6 +4,11 @@ Both sides talk to the same fake OpenAI-compatible server over loopback in the s
 run, so the ratio (parley time per turn / bare time per turn) is what parley adds:
 scope lock, history walk in SQLite, token counting, streaming callbacks and the
 atomic commit of each turn. Run: ``python -m bench.chat_overhead`` (or ``make bench``).
+
+Each size runs ``--rounds`` rounds, each the bare loop and then parley on new
+conversations, and the best round of each counts: a busy moment of the machine (other
+processes share its two cores) spoils one round, not the ratio. The CPU ratio (the
+whole process's CPU time, all threads) barely moves with other processes' load.
 """
 
 from __future__ import annotations
@@ -14,65 +19,21 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 from bench.naive import LlmClient
-from core.backends.chat_completions import ChatCompletionsBackend
-from core.chat_service import ChatService, Outcome
-from core.incoming import BotPolicy, IncomingMessage
-from core.store.sql import SQLStore
-from migrations.runner import upgrade
+from bench.turns import bare_conversation, parley_conversation, parley_service
 from tests.fakes.openai_server import FakeOpenAIServer
 
-SYSTEM = "You are a helpful assistant."
 ROUNDS = 3
-
-
-class _NullSink:
-    async def update(self, text: str) -> None:
-        pass
-
-    async def complete(self, text: str) -> list[str]:
-        return []
-
-    async def error(self, text: str, *, detail: str | None = None) -> None:
-        raise RuntimeError(text)
-
-
-async def _bare_conversation(llm: LlmClient, turns: int, conv: int) -> None:
-    """What a minimal hand-written bot does: keep a list, POST it, read the SSE."""
-    messages: list[dict[str, str]] = [{"role": "system", "content": SYSTEM}]
-    for turn in range(turns):
-        messages.append({"role": "user", "content": f"conversation {conv} turn {turn}"})
-        messages.append({"role": "assistant", "content": await llm.answer(messages)})
-
-
-async def _parley_conversation(service: ChatService, turns: int, conv: int) -> None:
-    for turn in range(turns):
-        message = IncomingMessage(
-            platform="bench",
-            bot="bench",
-            chat_id=f"chat-{conv}",
-            user_id="u",
-            text=f"conversation {conv} turn {turn}",
-            is_direct=True,
-        )
-        outcome = await service.handle(message, _NullSink())
-        assert outcome is Outcome.ANSWERED
 
 
 @dataclass(frozen=True)
 class Timing:
-    """Seconds per turn: wall clock, and CPU of the whole process (all its threads).
-    The CPU figure barely moves when other processes load the machine."""
+    """Seconds per turn: wall clock, and CPU of the whole process (all its threads)."""
 
     wall: float
     cpu: float
-
-
-async def _offset_conversation(service: ChatService, turns: int, first: int, conv: int) -> None:
-    await _parley_conversation(service, turns, first + conv)
 
 
 async def _timed(run: Callable[[int], Awaitable[None]], conversations: int) -> Timing:
@@ -85,55 +46,40 @@ def _best(timings: list[Timing], turns: int) -> Timing:
     return Timing(min(t.wall for t in timings) / turns, min(t.cpu for t in timings) / turns)
 
 
+async def measure(
+    conversations: int, turns: int, folder: Path, rounds: int = ROUNDS
+) -> tuple[Timing, Timing]:
+    """Per-turn timings of (bare aiohttp, parley), the best of ``rounds`` rounds."""
+    bare: list[Timing] = []
+    parley: list[Timing] = []
+    async with FakeOpenAIServer() as server:
+        db = f"sqlite+aiosqlite:///{folder / f'bench-{conversations}.db'}"
+        async with (
+            parley_service(db, server.base_url, conversations) as (_, service),
+            LlmClient(server.base_url, "bench").open() as llm,
+        ):
+            await bare_conversation(llm, 1, "warm-up")
+            for round_ in range(rounds):
+                tag = f"r{round_}-"  # new conversations every round
+
+                def run_bare(c: int, tag: str = tag) -> Awaitable[None]:
+                    return bare_conversation(llm, turns, f"{tag}{c}")
+
+                def run_parley(c: int, tag: str = tag) -> Awaitable[None]:
+                    return parley_conversation(service, turns, f"{tag}{c}")
+
+                bare.append(await _timed(run_bare, conversations))
+                parley.append(await _timed(run_parley, conversations))
+    total = conversations * turns
+    return _best(bare, total), _best(parley, total)
+
+
 async def bench(
     conversations: int, turns: int, folder: Path, rounds: int = ROUNDS
 ) -> tuple[float, float]:
     """Wall seconds per turn for (bare aiohttp, parley); see ``measure``."""
     bare, parley = await measure(conversations, turns, folder, rounds)
     return bare.wall, parley.wall
-
-
-async def measure(
-    conversations: int, turns: int, folder: Path, rounds: int = ROUNDS
-) -> tuple[Timing, Timing]:
-    """Per-turn timings of (bare aiohttp, parley): the best of ``rounds`` rounds, each
-    running the bare loop and then parley on new conversations, so that a busy moment
-    of the machine (other processes share its two cores) spoils one round, not the
-    ratio."""
-    async with FakeOpenAIServer() as server:
-        db = f"sqlite+aiosqlite:///{folder / f'bench-{conversations}.db'}"
-        await upgrade(db)
-        store = SQLStore(db)
-        backend = ChatCompletionsBackend(
-            base_url=server.base_url,
-            model="bench",
-            system_message=SYSTEM,
-            max_concurrency=conversations,
-            max_retries=0,
-            history=store,
-            save_history=False,
-        )
-        service = ChatService(
-            policy=BotPolicy(name="bench", backend="fake"), backend=backend, store=store
-        )
-        bare: list[Timing] = []
-        parley: list[Timing] = []
-        try:
-            async with LlmClient(server.base_url, "bench").open() as llm:
-                await _bare_conversation(llm, 1, -1)  # warm up: connections
-                await _parley_conversation(service, 1, -1)  # and the tokenizer
-                for round_ in range(rounds):
-                    first = round_ * conversations  # new conversations every round
-                    bare.append(
-                        await _timed(lambda c: _bare_conversation(llm, turns, c), conversations)
-                    )
-                    parley_round = partial(_offset_conversation, service, turns, first)
-                    parley.append(await _timed(parley_round, conversations))
-        finally:
-            await backend.aclose()
-            await store.aclose()
-    total = conversations * turns
-    return _best(bare, total), _best(parley, total)
 
 
 async def main(turns_single: int, turns_many: int, rounds: int = ROUNDS) -> None:

@@ -42,13 +42,15 @@ class Runner(Protocol):
 
 
 def parley_config(
-    folder: Path, llm_base_url: str, slots: int, bot: Mapping[str, Any]
+    database: Path | str, llm_base_url: str, slots: int, bot: Mapping[str, Any]
 ) -> ParleyConfig:
-    """``parley run``'s config for one bot (``bot``: its entry under ``bots:``): SQLite in
-    ``folder``, a chat_completions backend at the fake LLM."""
+    """``parley run``'s config for one bot (``bot``: its entry under ``bots:``): a SQLite
+    file in ``database`` if it is a folder, else the database URL ``database``, and a
+    chat_completions backend at the fake LLM."""
+    url = f"sqlite+aiosqlite:///{database / 'bench.db'}" if isinstance(database, Path) else database
     return parse_config(
         {
-            "database": {"url": f"sqlite+aiosqlite:///{folder / 'bench.db'}"},
+            "database": {"url": url},
             "backends": {
                 "llm": {
                     "type": "chat_completions",
