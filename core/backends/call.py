@@ -208,6 +208,16 @@ class Call:
         """The next bytes of a response body (b"" at its end), or None if ``flush_at``
         (loop time) came first. The silence allowed is counted from the end of the
         previous read, so returning at ``flush_at`` does not extend it."""
+        try:
+            buffered = content.read_nowait()
+        except (aiohttp.ClientError, OSError) as exc:
+            raise self.broken(exc) from exc
+        if buffered:
+            # No wait, so no timer: arming and disarming one per read cost more than
+            # the read.
+            self._quiet_since = None
+            self._body = True
+            return buffered
         if self._quiet_since is None:
             self._quiet_since = self.now()
         silence = None if self.timeout is None else self._quiet_since + self.timeout

@@ -53,6 +53,7 @@ class _Compiled:
     names: tuple[str, ...]
     defaults: dict[str, Any]  # values of literal binds, e.g. ``literal(1)``
     binds: tuple[_Processor, ...]
+    processed: tuple[tuple[int, Callable[[Any], Any]], ...]  # (parameter, bind processor)
     results: tuple[tuple[int, Callable[[Any], Any]], ...]  # (column, processor)
 
 
@@ -100,14 +101,16 @@ class Prepared:
         defaults = {
             name: bind.value for name, bind in compiled.binds.items() if bind.value is not None
         }
-        return _Compiled(compiled.string, names, defaults, binds, tuple(results))
+        processed = tuple((i, p) for i, p in enumerate(binds) if p is not None)
+        return _Compiled(compiled.string, names, defaults, binds, processed, tuple(results))
 
 
 def _positional(compiled: _Compiled, params: Params) -> list[Any]:
-    values: list[Any] = []
-    for name, process in zip(compiled.names, compiled.binds, strict=True):
-        value = params[name] if name in params else compiled.defaults.get(name)
-        values.append(value if process is None else process(value))
+    if compiled.defaults:
+        params = {**compiled.defaults, **params}
+    values = [params.get(name) for name in compiled.names]
+    for index, process in compiled.processed:
+        values[index] = process(values[index])
     return values
 
 

@@ -236,10 +236,13 @@ class ChatCompletionsBackend(Backend):
                 prompt_tokens=prompt.tokens if done else None,
             )
 
-        await call.within_total(
-            self._semaphore.acquire(),
-            f"waiting for a free request slot (max_concurrency={self.max_concurrency})",
-        )
+        if self._semaphore.locked():  # a free slot is taken at once, with no timer
+            await call.within_total(
+                self._semaphore.acquire(),
+                f"waiting for a free request slot (max_concurrency={self.max_concurrency})",
+            )
+        else:
+            await self._semaphore.acquire()
         try:
             opened = await self._open_with_retries(body, call)
             stream = opened.stream
