@@ -133,6 +133,10 @@ async def upgrade_engine(engine: AsyncEngine, revision: str = "head") -> None:
     at head already, only a read (``is_current``)."""
     if revision == "head" and await is_current(engine):
         return
+    # Imported before the lock, not while every other starting process waits on it.
+    import alembic.command
+    import alembic.runtime.migration  # noqa: F401
+
     await _in_transaction(engine, upgrade_connection, revision, writes=True)
 
 
