@@ -162,7 +162,12 @@ def cheap_to_count(text: str, encoding: str = DEFAULT_ENCODING) -> bool:
     counts the other texts in a worker thread."""
     if encoding in _encoders:
         return True
-    return len(text) <= SHORT_TEXT and _short_encoder(encoding) is not None
+    if len(text) > SHORT_TEXT:
+        return False
+    if encoding not in _short and _load_lock.locked():
+        # A thread is loading tiktoken: finding the snapshot would wait for it.
+        return False
+    return _short_encoder(encoding) is not None
 
 
 def count_tokens(text: str, encoding: str = DEFAULT_ENCODING) -> int:
