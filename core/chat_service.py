@@ -112,17 +112,17 @@ class ChatService:
         self.backend = backend
         self.store = store
         # Locks die with their last waiter, so idle scopes cost no memory.
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._locks: weakref.WeakValueDictionary[str, _ScopeLock] = weakref.WeakValueDictionary()
         self._rate = UserRateLimit(*policy.rate_limit) if policy.rate_limit else None
         self._gate = TurnGate(store.inbox, policy.name, on_dead_holder=self._recover_soon)
         self._recovering = asyncio.Lock()
         self._redelivery: Redelivery | None = None
         self._background: set[asyncio.Task[object]] = set()
 
-    def _lock(self, scope_key: str) -> asyncio.Lock:
+    def _lock(self, scope_key: str) -> _ScopeLock:
         lock = self._locks.get(scope_key)
         if lock is None:
-            lock = asyncio.Lock()
+            lock = _ScopeLock()
             self._locks[scope_key] = lock
         return lock
 
@@ -209,27 +209,47 @@ class ChatService:
             if answering is not None:
                 msg = await answering(msg)  # e.g. moved into a thread opened for it
             scope_key = self.policy.scope_key(msg)
+            lock = self._lock(scope_key)
+            # No other turn of this scope in this process: hold its lock first, and the
+            # receive takes the scope too (one round trip, no polling). Otherwise the
+            # turn waits in line behind the others, on the lock and then on the inbox.
+            alone = resumed is None and lock.turns == 0 and not lock.locked()
+            lock.turns += 1
             try:
-                ticket = resumed or await self._gate.receive(msg, scope_key)
-            except Exception as exc:
-                # Refused before the backend is asked: an answer could not be kept.
-                detail = f"cannot take the message on: {describe_database_error(exc)}"
-                await self._report(sink, NO_DATABASE_TEXT, detail, exc)
-                return Outcome.FAILED
-            if ticket is None:
-                log.info(
-                    "bot %s: message %s in chat %s was taken on already; not answering it twice",
-                    self.policy.name,
-                    msg.message_id,
-                    msg.chat_id,
+                if alone:
+                    await lock.acquire()
+                try:
+                    ticket = resumed or await self._gate.receive(msg, scope_key, take=alone)
+                except BaseException as exc:
+                    if alone:
+                        lock.release()
+                    if not isinstance(exc, Exception):
+                        raise
+                    # Refused before the backend is asked: an answer could not be kept.
+                    detail = f"cannot take the message on: {describe_database_error(exc)}"
+                    await self._report(sink, NO_DATABASE_TEXT, detail, exc)
+                    return Outcome.FAILED
+                if ticket is None:
+                    if alone:
+                        lock.release()
+                    log.info(
+                        "bot %s: message %s in chat %s was taken on already; "
+                        "not answering it twice",
+                        self.policy.name,
+                        msg.message_id,
+                        msg.chat_id,
+                    )
+                    return Outcome.DUPLICATE
+                if received is not None:
+                    received.set()
+                start_typing = getattr(sink, "start_typing", None)
+                if start_typing is not None:
+                    start_typing()
+                return await self._take_and_answer(
+                    msg, text, lock, ticket, sink, new_conversation, held=alone
                 )
-                return Outcome.DUPLICATE
-            if received is not None:
-                received.set()
-            start_typing = getattr(sink, "start_typing", None)
-            if start_typing is not None:
-                start_typing()
-            return await self._take_and_answer(msg, text, scope_key, ticket, sink, new_conversation)
+            finally:
+                lock.turns -= 1
         except asyncio.CancelledError:
             raise
         except ReplyTargetGone:
@@ -244,20 +264,28 @@ class ChatService:
         self,
         msg: IncomingMessage,
         text: str,
-        scope_key: str,
+        lock: _ScopeLock,
         ticket: Ticket,
         sink: ReplySink,
         new_conversation: bool,
+        *,
+        held: bool,
     ) -> Outcome:
+        """Answer once ``ticket`` has its scope; releases ``lock`` (held already if
+        ``held``)."""
         outcome = Outcome.FAILED
         try:
-            async with self._lock(scope_key):
+            if not held:
+                await lock.acquire()
+            try:
                 await self._gate.take(ticket)
                 if new_conversation:
                     where: tuple[str | None, str | None] = (None, None)
                 else:
-                    where = await self._where(msg, scope_key, sink)
-                outcome = await self._answer(msg, text, scope_key, where, sink, ticket)
+                    where = await self._where(msg, ticket, sink)
+                outcome = await self._answer(msg, text, ticket.scope_key, where, sink, ticket)
+            finally:
+                lock.release()
         except LeaseLost:
             log.warning(
                 "bot %s: another worker took this turn over (it thought this one dead)",
@@ -290,7 +318,7 @@ class ChatService:
         return Outcome.COMMAND
 
     async def _where(
-        self, msg: IncomingMessage, scope_key: str, sink: ReplySink
+        self, msg: IncomingMessage, ticket: Ticket, sink: ReplySink
     ) -> tuple[str | None, str | None]:
         """The conversation id and parent message id the new turn hangs under."""
         if msg.reply_to_message_id:
@@ -303,7 +331,7 @@ class ChatService:
                 parent = linked.id if linked.role == "assistant" else linked.parent_id
                 if parent is not None:
                     return linked.conversation_id, parent
-        head = await self.store.get_head(self.policy.name, scope_key)
+        head = ticket.head  # read as the scope was taken
         if head is None:
             return None, None
         ours, theirs = self.policy.backend, head.backend
@@ -565,6 +593,13 @@ class ChatService:
 
         # collect() closes the stream on any exit, aborting the request if a sink fails.
         return await collect(stream, show)
+
+
+class _ScopeLock(asyncio.Lock):
+    """A scope's lock in this process, and how many of its turns are under way
+    (waiting included): a turn that finds none may take the scope as it arrives."""
+
+    turns: int = 0
 
 
 class _SinkFailed(Exception):

@@ -28,6 +28,7 @@ tokenizers these are budget estimates, not exact counts.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import logging
@@ -174,6 +175,24 @@ def count_tokens(text: str, encoding: str = DEFAULT_ENCODING) -> int:
     """Tokens in ``text``; special-token strings count as ordinary text."""
     if not text:
         return 0
+    if len(text) <= _MEMO_CHARS:
+        return _count_memo(text, encoding)
+    return _count(text, encoding)
+
+
+# A turn counts the same texts more than once (the system message every turn, the
+# user's message for the prompt and again for the store); short texts are memoised,
+# in at most _MEMO_SIZE * _MEMO_CHARS characters.
+_MEMO_CHARS = 4096
+_MEMO_SIZE = 512
+
+
+@functools.lru_cache(maxsize=_MEMO_SIZE)
+def _count_memo(text: str, encoding: str) -> int:
+    return _count(text, encoding)
+
+
+def _count(text: str, encoding: str) -> int:
     encoder = _encoders.get(encoding)
     if encoder is None and len(text) <= SHORT_TEXT:
         encoder = _short_encoder(encoding)

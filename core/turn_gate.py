@@ -28,8 +28,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from core.incoming import IncomingMessage
-from core.store.inbox import InboxEntry, LeaseLost, SQLInbox
+from core.store.inbox import InboxEntry, LeaseLost, SQLInbox, Taken
 from core.store.models import utcnow
+from core.types import ScopeHead
 from core.workers import HEARTBEAT_SECONDS, is_gone, this_worker
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ class Ticket:
     id: str
     scope_key: str
     replies: tuple[str, ...] = ()
+    # Once the ticket answers its scope: where the turn hangs, read as it was taken.
+    taken: bool = False
+    head: ScopeHead | None = None
     finished: bool = False
     _noted: tuple[str, ...] = ()
     _writer: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -65,10 +69,14 @@ class TurnGate:
         self._active: set[Ticket] = set()
         self._heartbeat: asyncio.Task[None] | None = None
 
-    async def receive(self, msg: IncomingMessage, scope_key: str) -> Ticket | None:
-        """Record ``msg``; None if it is already known (a re-delivery)."""
+    async def receive(
+        self, msg: IncomingMessage, scope_key: str, *, take: bool = False
+    ) -> Ticket | None:
+        """Record ``msg``; None if it is already known (a re-delivery). With ``take``
+        (no other turn of the scope waits in this process), it answers its scope at
+        once if no other process holds it."""
         ticket = Ticket(str(uuid.uuid4()), scope_key)
-        fresh = await self.inbox.receive(
+        reception = await self.inbox.receive(
             entry=ticket.id,
             bot=self.bot,
             scope_key=scope_key,
@@ -76,9 +84,11 @@ class TurnGate:
             message_id=msg.message_id,
             message=msg.to_record(),
             worker=self.worker,
+            take=take,
         )
-        if not fresh:
+        if reception is None:
             return None
+        ticket.taken, ticket.head = reception.taken, reception.head
         self._activate(ticket)
         return ticket
 
@@ -92,11 +102,12 @@ class TurnGate:
         """Wait until ``ticket`` answers its scope (LeaseLost if taken over)."""
         wait = FIRST_POLL
         told = False
-        while True:
+        while not ticket.taken:
             holder = await self.inbox.take(
                 ticket.id, bot=self.bot, scope_key=ticket.scope_key, worker=self.worker
             )
-            if holder is None:
+            if isinstance(holder, Taken):
+                ticket.taken, ticket.head = True, holder.head
                 return
             if holder.worker == self.worker and holder.id and holder.id not in _handling:
                 # Ours, but no turn of this process has it: a requeue after a

@@ -98,7 +98,8 @@ class Call:
         self.hint = hint
         self.tries = 0
         self.url = ""
-        self.where = name  # until the URL is known
+        self._name = name  # stands for the server until its URL is known
+        self._where: str | None = None
         self.method = "POST"
         self.first_byte: float | None = None  # seconds from sending to the response
         self._sent_at = self.started
@@ -115,7 +116,15 @@ class Call:
     def target(self, url: str) -> None:
         """The URL requests of this call go to."""
         self.url = url
-        self.where = self.redact(endpoint(url))
+        self._where = None
+
+    @property
+    def where(self) -> str:
+        """The server, as errors and logs name it (host and path, secrets masked).
+        Worked out when first needed: a call that succeeds never needs it."""
+        if self._where is None:
+            self._where = self.redact(endpoint(self.url)) if self.url else self._name
+        return self._where
 
     def sending(self, method: str = "POST", url: str | None = None) -> None:
         """A request is about to be sent: count it, log it."""
@@ -126,19 +135,22 @@ class Call:
         self._sent_at = self.now()
         self._quiet_since = None
         self._body = False
-        self.logger.debug("%s %s (try %d)", method, self.redact(redact_url(self.url)), self.tries)
+        if self.logger.isEnabledFor(logging.DEBUG):
+            url = self.redact(redact_url(self.url))
+            self.logger.debug("%s %s (try %d)", method, url, self.tries)
 
     def received(self, response: aiohttp.ClientResponse) -> None:
         """The response's headers arrived: log its status and the time it took."""
         self.first_byte = self.now() - self._sent_at
-        self.logger.debug(
-            "%s %s -> %d %s in %.3f s",
-            self.method,
-            self.redact(redact_url(self.url)),
-            response.status,
-            response.reason or "",
-            self.first_byte,
-        )
+        if self.logger.isEnabledFor(logging.DEBUG):
+            self.logger.debug(
+                "%s %s -> %d %s in %.3f s",
+                self.method,
+                self.redact(redact_url(self.url)),
+                response.status,
+                response.reason or "",
+                self.first_byte,
+            )
 
     # -- errors -------------------------------------------------------------------
 
@@ -255,6 +267,38 @@ class Call:
             raise self.timeout_error(doing, total=total) from None
 
     # -- retries ------------------------------------------------------------------
+
+    async def attempts(
+        self,
+        attempt: Callable[[], Awaitable[_T]],
+        *,
+        max_retries: int,
+        base_delay: float,
+        max_delay: float,
+        max_wait: float,
+    ) -> _T:
+        """``attempt()``, retried as ``retrying`` says. The first try runs outside
+        tenacity: building and stepping its retry loop cost more than a local answer,
+        so only a call that failed once pays for it (the loop then starts from that
+        failure, so waits, counts and logs are the same as for a loop from the start)."""
+        try:
+            return await attempt()
+        except RetryableFailure as failure:
+            if max_retries <= 0:
+                raise
+            first: list[RetryableFailure] = [failure]
+        retrying = self.retrying(
+            max_retries=max_retries, base_delay=base_delay, max_delay=max_delay, max_wait=max_wait
+        )
+
+        async def again() -> _T:
+            if first:
+                failed = first.pop()
+                raise failed from failed.__cause__
+            return await attempt()
+
+        result: _T = await retrying(again)
+        return result
 
     def retrying(
         self,

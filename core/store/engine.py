@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from core.store.urls import DatabaseURLError, check_database_url
@@ -47,7 +47,7 @@ def make_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
         kwargs.setdefault("pool_pre_ping", True)
     engine = create_async_engine(parsed, **kwargs)
     if parsed.get_backend_name() == "sqlite":
-        _configure_sqlite(engine, wal=path is not None)
+        configure_sqlite(engine.sync_engine, wal=path is not None)
     return engine
 
 
@@ -62,8 +62,10 @@ def parse_database_url(url: str | URL) -> URL:
         raise DatabaseURLError(f"not a valid database URL ({exc})") from None
 
 
-def _configure_sqlite(engine: AsyncEngine, *, wal: bool) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def configure_sqlite(engine: Engine, *, wal: bool) -> None:
+    """Per-connection pragmas and explicit transactions for a (sync) SQLite engine."""
+
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not the driver, decide where transactions begin (see below).
         dbapi_connection.isolation_level = None
@@ -77,7 +79,7 @@ def _configure_sqlite(engine: AsyncEngine, *, wal: bool) -> None:
         finally:
             cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         # execution_options(sqlite_begin="IMMEDIATE") takes the write lock up front, so
         # a writer that reads first cannot lose a lock upgrade to another writer
@@ -88,7 +90,17 @@ def _configure_sqlite(engine: AsyncEngine, *, wal: bool) -> None:
             return
         if mode not in ("", "IMMEDIATE", "EXCLUSIVE"):
             raise ValueError(f"sqlite_begin must be IMMEDIATE, EXCLUSIVE or NONE, not {mode!r}")
-        connection.exec_driver_sql(f"BEGIN {mode}".rstrip())
+        # On the driver's cursor: through exec_driver_sql, SQLAlchemy's bookkeeping for
+        # this one statement cost more than a turn's writes.
+        statement = f"BEGIN {mode}".rstrip()
+        dbapi = connection.dialect.loaded_dbapi
+        cursor = connection.connection.dbapi_connection.cursor()
+        try:
+            cursor.execute(statement)
+        except dbapi.Error as exc:  # wrapped as through execute: callers catch these
+            raise DBAPIError.instance(statement, None, exc, dbapi.Error) from exc
+        finally:
+            cursor.close()
 
 
 def _enable_wal(cursor: Any) -> None:

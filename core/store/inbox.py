@@ -1,23 +1,31 @@
 """The inbox table's queries: messages taken on, the scope lock, crash recovery.
 
 See ``InboxRow`` (core/store/models.py) for what a row means, and core/turn_gate.py
-for how the chat service uses it. Every method is one short transaction: nothing holds
-a database connection while an answer streams.
+for how the chat service uses it. Every method is one short unit of work
+(core/store/units.py): nothing holds a database connection while an answer streams.
+A new message that finds its scope free is recorded as ``answering`` straight away,
+and the scope's head is read in the same unit, so an uncontended turn takes its scope
+in one round trip.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, exists, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.orm import aliased
 
-from core.store.models import ANSWERING, DONE, RECEIVED, InboxRow, utcnow
+from core.store.models import ANSWERING, DONE, RECEIVED, InboxRow, ScopeHeadRow, utcnow
+from core.store.prepared import Prepared
+from core.store.units import Units
+from core.types import ScopeHead
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,23 +66,75 @@ _COLUMNS = (
     InboxRow.created_at,
 )
 
-_INSERT = insert(InboxRow)
-_TAKE = (
+
+@dataclass(frozen=True, slots=True)
+class Reception:
+    """A new message recorded: ``taken`` if it answers its scope already (the scope was
+    free), and then the scope's ``head`` as it stood."""
+
+    taken: bool
+    head: ScopeHead | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """The entry answers its scope now; ``head`` is where its turn hangs."""
+
+    head: ScopeHead | None
+
+
+GET_HEAD = Prepared(
+    select(
+        ScopeHeadRow.conversation_id, ScopeHeadRow.parent_message_id, ScopeHeadRow.backend
+    ).where(ScopeHeadRow.bot == bindparam("bot"), ScopeHeadRow.scope_key == bindparam("scope_key"))
+)
+
+
+_ROW_KEYS = (
+    "id", "bot", "scope_key", "chat_id", "message_id", "state", "outcome", "message",
+    "replies", "worker", "heartbeat_at", "created_at",
+)  # fmt: skip
+
+
+@cache
+def _insert(dialect_name: str) -> Prepared:
+    """INSERT ... ON CONFLICT DO NOTHING, which both dialects apply to every unique
+    index: a known platform message, and (for an ``answering`` row) a held scope."""
+    insert: Any = sqlite.insert if dialect_name == "sqlite" else postgresql.insert
+    return Prepared(insert(InboxRow).on_conflict_do_nothing(), column_keys=_ROW_KEYS)
+
+
+_other = aliased(InboxRow, name="other")
+# The NOT EXISTS makes a busy scope a plain "0 rows" on SQLite, where one writer at a
+# time makes it exact; on PostgreSQL two takers can both pass it, and the partial
+# unique index then refuses the second (IntegrityError, handled in ``take``).
+_TAKE = Prepared(
     update(InboxRow)
-    .where(InboxRow.id == bindparam("entry"), InboxRow.state == RECEIVED)
+    .where(
+        InboxRow.id == bindparam("entry"),
+        InboxRow.state == RECEIVED,
+        ~exists().where(
+            _other.bot == bindparam("of_bot"),
+            _other.scope_key == bindparam("of_scope"),
+            _other.state == ANSWERING,
+        ),
+    )
     .values(state=ANSWERING, worker=bindparam("owner"), heartbeat_at=bindparam("now"))
 )
-_HOLDER = select(InboxRow.id, InboxRow.worker, InboxRow.heartbeat_at).where(
-    InboxRow.bot == bindparam("bot"),
-    InboxRow.scope_key == bindparam("scope_key"),
-    InboxRow.state == ANSWERING,
+_STATE = Prepared(select(InboxRow.state).where(InboxRow.id == bindparam("entry")))
+_HOLDER = Prepared(
+    select(InboxRow.id, InboxRow.worker, InboxRow.heartbeat_at).where(
+        InboxRow.bot == bindparam("bot"),
+        InboxRow.scope_key == bindparam("scope_key"),
+        InboxRow.state == ANSWERING,
+    )
 )
-_REPLIES = (
+_REPLIES = Prepared(
     update(InboxRow)
     .where(InboxRow.id == bindparam("entry"))
     .values(replies=bindparam("new_replies", type_=InboxRow.replies.type))
 )
-_FINISH = (
+_FINISH = Prepared(
     update(InboxRow)
     .where(
         InboxRow.id == bindparam("entry"),
@@ -118,16 +178,17 @@ class LeaseLost(Exception):
     """This worker's entry was taken over by another (it was thought dead)."""
 
 
-class SQLInbox:
-    """The inbox on the store's engine; ``write`` is the store's SQLite write lock."""
+def _head(conn: Connection, bot: str, scope_key: str) -> ScopeHead | None:
+    row = GET_HEAD.execute(conn, {"bot": bot, "scope_key": scope_key}).first()
+    return None if row is None else ScopeHead(row[0], row[1], row[2])
 
-    def __init__(
-        self,
-        engine: AsyncEngine,
-        write: Callable[[], contextlib.AbstractAsyncContextManager[object]],
-    ) -> None:
-        self._engine = engine
-        self._write = write
+
+class SQLInbox:
+    """The inbox's queries, run as units of the store's database."""
+
+    def __init__(self, units: Units, dialect_name: str) -> None:
+        self._units = units
+        self._insert = _insert(dialect_name)
 
     async def receive(
         self,
@@ -139,9 +200,11 @@ class SQLInbox:
         message_id: str | None,
         message: dict[str, Any],
         worker: str,
-    ) -> bool:
-        """Record a new message; False if this platform message is already known (a
-        platform's re-delivery, or another worker got it first)."""
+        take: bool = False,
+    ) -> Reception | None:
+        """Record a new message; None if this platform message is already known (a
+        platform's re-delivery, or another worker got it first). With ``take``, the
+        entry answers its scope at once if the scope is free."""
         now = utcnow()
         row = {
             "id": entry,
@@ -149,7 +212,7 @@ class SQLInbox:
             "scope_key": scope_key,
             "chat_id": chat_id,
             "message_id": message_id,
-            "state": RECEIVED,
+            "state": ANSWERING if take else RECEIVED,
             "outcome": None,
             "message": message,
             "replies": None,
@@ -157,53 +220,64 @@ class SQLInbox:
             "heartbeat_at": now,
             "created_at": now,
         }
-        try:
-            async with self._write(), self._engine.begin() as conn:
-                await conn.execute(_INSERT, row)
-        except IntegrityError:
-            return False
-        return True
+        waiting = {**row, "state": RECEIVED}
+        insert = self._insert
 
-    async def take(self, entry: str, *, bot: str, scope_key: str, worker: str) -> Holder | None:
-        """Make ``entry`` the one answering its scope. None on success; else the entry
-        that holds the scope now. LeaseLost if ``entry`` is no longer waiting."""
-        params = {"entry": entry, "owner": worker, "now": utcnow()}
-        try:
-            async with self._write(), self._engine.begin() as conn:
-                taken = (await conn.execute(_TAKE, params)).rowcount
-        except IntegrityError:
-            taken = 0
-        else:
-            if taken != 1:
-                raise LeaseLost(entry)
+        def unit(conn: Connection) -> Reception | None:
+            # As ``answering`` first; 0 rows if the scope is busy or the message known.
+            if take and insert.execute(conn, row).rowcount == 1:
+                return Reception(True, _head(conn, bot, scope_key))
+            if insert.execute(conn, waiting).rowcount == 1:
+                return Reception(False)
             return None
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(_HOLDER, {"bot": bot, "scope_key": scope_key})).first()
-        if row is None:  # it finished in between: try again at once
-            return Holder("", "", utcnow())
-        return Holder(row[0], row[1], row[2])
+
+        return await self._units.write(unit)
+
+    async def take(self, entry: str, *, bot: str, scope_key: str, worker: str) -> Taken | Holder:
+        """Make ``entry`` the one answering its scope: ``Taken`` on success, else the
+        entry that holds the scope now. LeaseLost if ``entry`` is no longer waiting."""
+        params = {
+            "entry": entry,
+            "owner": worker,
+            "now": utcnow(),
+            "of_bot": bot,
+            "of_scope": scope_key,
+        }
+
+        def unit(conn: Connection) -> Taken | Holder | None:
+            if _TAKE.execute(conn, params).rowcount == 1:
+                return Taken(_head(conn, bot, scope_key))
+            if _STATE.execute(conn, {"entry": entry}).scalar() != RECEIVED:
+                return None  # raised outside: a unit that raises costs its batch a retry
+            return _holder(conn, bot, scope_key)
+
+        try:
+            result = await self._units.write(unit)
+        except IntegrityError:  # PostgreSQL: another worker took the scope just now
+            result = await self._units.read(lambda conn: _holder(conn, bot, scope_key))
+        if result is None:
+            raise LeaseLost(entry)
+        return result
 
     async def note_replies(self, entry: str, replies: Sequence[str]) -> None:
-        async with self._write(), self._engine.begin() as conn:
-            await conn.execute(_REPLIES, {"entry": entry, "new_replies": list(replies)})
+        params = {"entry": entry, "new_replies": list(replies)}
+        await self._units.write(lambda conn: _REPLIES.execute(conn, params))
 
     async def finish(self, entry: str, outcome: str, *, worker: str) -> None:
-        async with self._write(), self._engine.begin() as conn:
-            await finish_in(conn, entry, outcome, worker=worker)
+        await self._units.write(lambda conn: finish_in(conn, entry, outcome, worker=worker))
 
     async def requeue(self, entry: str, *, worker: str) -> None:
         """Give the scope back, keeping the entry (the next start of this worker's
         bot takes it over and resolves it)."""
-        async with self._write(), self._engine.begin() as conn:
-            await conn.execute(_REQUEUE, {"entry": entry, "owner": worker})
+        params = {"entry": entry, "owner": worker}
+        await self._units.write(lambda conn: conn.execute(_REQUEUE, params))
 
     async def heartbeat(self, worker: str) -> None:
-        async with self._write(), self._engine.begin() as conn:
-            await conn.execute(_HEARTBEAT, {"owner": worker, "now": utcnow()})
+        params = {"owner": worker, "now": utcnow()}
+        await self._units.write(lambda conn: conn.execute(_HEARTBEAT, params))
 
     async def unfinished(self, bot: str) -> list[InboxEntry]:
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(_UNFINISHED, {"bot": bot})).all()
+        rows = await self._units.read(lambda conn: conn.execute(_UNFINISHED, {"bot": bot}).all())
         return [
             InboxEntry(
                 id, bot_, scope, chat, mid, state, message, tuple(replies or ()), worker, hb, at
@@ -214,18 +288,25 @@ class SQLInbox:
     async def claim(self, entry: str, *, old: str, new: str) -> bool:
         """Take a dead worker's entry over (it waits again, owned by ``new``)."""
         params = {"entry": entry, "old_owner": old, "new_owner": new, "now": utcnow()}
-        async with self._write(), self._engine.begin() as conn:
-            return bool((await conn.execute(_CLAIM, params)).rowcount == 1)
+        return await self._units.write(lambda conn: conn.execute(_CLAIM, params).rowcount == 1)
 
     async def prune(self, before: datetime) -> int:
         """Forget finished entries older than ``before``."""
-        async with self._write(), self._engine.begin() as conn:
-            return int((await conn.execute(_PRUNE, {"before": before})).rowcount)
+        return await self._units.write(
+            lambda conn: int(conn.execute(_PRUNE, {"before": before}).rowcount)
+        )
 
 
-async def finish_in(conn: AsyncConnection, entry: str, outcome: str, *, worker: str) -> None:
+def _holder(conn: Connection, bot: str, scope_key: str) -> Holder:
+    row = _HOLDER.execute(conn, {"bot": bot, "scope_key": scope_key}).first()
+    if row is None:  # it finished in between: try again at once
+        return Holder("", "", utcnow())
+    return Holder(row[0], row[1], row[2])
+
+
+def finish_in(conn: Connection, entry: str, outcome: str, *, worker: str) -> None:
     """Mark ``entry`` done inside ``conn``'s transaction (a turn's commit does this).
     LeaseLost if another worker has taken it over."""
     params = {"entry": entry, "new_outcome": outcome[:64], "owner": worker, "now": utcnow()}
-    if (await conn.execute(_FINISH, params)).rowcount != 1:
+    if _FINISH.execute(conn, params).rowcount != 1:
         raise LeaseLost(entry)

@@ -20,19 +20,22 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
-from typing import Any, cast
+from functools import cache, partial
+from typing import Any
 
 from sqlalchemy import Integer, Row, Select, bindparam, delete, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import aliased
-from sqlalchemy.sql.dml import Insert
 
-from core.store.engine import make_engine
-from core.store.inbox import SQLInbox, finish_in
+from core.store.chains import RecentChains
+from core.store.engine import configure_sqlite, make_engine, sqlite_file
+from core.store.inbox import GET_HEAD, SQLInbox, finish_in
 from core.store.models import ConversationRow, MessageLinkRow, MessageRow, ScopeHeadRow, utcnow
-from core.types import Role, ScopeHead, StoredMessage, Turn
+from core.store.prepared import Prepared
+from core.store.units import EngineUnits, SQLiteUnits, Units
+from core.types import ScopeHead, StoredMessage, Turn
 
 __all__ = ["SQLStore", "ScopeHead", "Turn"]
 
@@ -65,13 +68,23 @@ def _history_statement() -> _MessageSelect:
     """The chain ending at :message_id, oldest first, in one recursive query.
 
     Walks parent ids towards the root while the running sum of ``token_count`` stays
-    within :budget, for at most :max_depth messages.
+    within :budget, for at most :max_depth messages. Each step carries the message's
+    columns, so no message is looked up twice (a join back to ``messages`` doubled
+    the walk's index lookups).
     """
     budget = bindparam("budget", type_=Integer)  # one parameter, used twice
+    columns = (
+        MessageRow.id,
+        MessageRow.conversation_id,
+        MessageRow.parent_id,
+        MessageRow.role,
+        MessageRow.text,
+        MessageRow.token_count,
+        MessageRow.extra,
+    )
     anchor = (
         select(
-            MessageRow.id.label("id"),
-            MessageRow.parent_id.label("parent_id"),
+            *columns,
             literal(1, Integer).label("depth"),
             MessageRow.token_count.label("used"),
         )
@@ -81,21 +94,31 @@ def _history_statement() -> _MessageSelect:
     parent = aliased(MessageRow, name="parent")
     used = anchor.c.used + parent.token_count
     step = (
-        select(parent.id, parent.parent_id, anchor.c.depth + 1, used)
+        select(
+            *(getattr(parent, column.key) for column in columns),
+            anchor.c.depth + 1,
+            used,
+        )
         .join(anchor, parent.id == anchor.c.parent_id)
         .where(used <= budget, anchor.c.depth < bindparam("max_depth", type_=Integer))
     )
     chain = anchor.union_all(step)
-    return (
-        _select_messages().join(chain, MessageRow.id == chain.c.id).order_by(chain.c.depth.desc())
-    )
+    return select(
+        chain.c.id,
+        chain.c.conversation_id,
+        chain.c.parent_id,
+        chain.c.role,
+        chain.c.text,
+        chain.c.token_count,
+        chain.c.extra,
+    ).order_by(chain.c.depth.desc())
 
 
-_HISTORY = _history_statement()
+_HISTORY = Prepared(_history_statement())
 
-_GET_MESSAGE = _select_messages().where(MessageRow.id == bindparam("message_id"))
+_GET_MESSAGE = Prepared(_select_messages().where(MessageRow.id == bindparam("message_id")))
 
-_FIND_LINK = (
+_FIND_LINK = Prepared(
     _select_messages()
     .join(MessageLinkRow, MessageLinkRow.message_id == MessageRow.id)
     .where(
@@ -105,20 +128,16 @@ _FIND_LINK = (
     )
 )
 
-_GET_HEAD = select(
-    ScopeHeadRow.conversation_id, ScopeHeadRow.parent_message_id, ScopeHeadRow.backend
-).where(ScopeHeadRow.bot == bindparam("bot"), ScopeHeadRow.scope_key == bindparam("scope_key"))
-
 _RESET_HEAD = delete(ScopeHeadRow).where(
     ScopeHeadRow.bot == bindparam("bot"), ScopeHeadRow.scope_key == bindparam("scope_key")
 )
 
 
-def _to_messages(rows: Iterable[_MessageRow]) -> list[StoredMessage]:
+def _to_messages(rows: Iterable[_MessageRow] | Iterable[tuple[Any, ...]]) -> list[StoredMessage]:
     # Positional unpacking: far cheaper per row than Row attribute access by name.
     # ``extra`` comes back decoded by the JSON type (or the asyncpg codec), or None.
     return [
-        StoredMessage(id, conv, parent, cast(Role, role), text, tokens, extra or {})
+        StoredMessage(id, conv, parent, role, text, tokens, extra or {})
         for id, conv, parent, role, text, tokens, extra in rows
     ]
 
@@ -128,10 +147,10 @@ def _to_messages(rows: Iterable[_MessageRow]) -> list[StoredMessage]:
 
 @dataclass(frozen=True, slots=True)
 class _Writes:
-    conversations: Insert  # insert if missing
-    messages: Insert  # upsert by id; only the content changes
-    head: Insert  # upsert by (bot, scope key)
-    links: Insert  # upsert by (bot, chat id, platform message id)
+    conversations: Prepared  # insert if missing
+    messages: Prepared  # upsert by id; only the content changes
+    head: Prepared  # upsert by (bot, scope key)
+    links: Prepared  # upsert by (bot, chat id, platform message id)
 
 
 @cache
@@ -149,38 +168,56 @@ def _writes(dialect_name: str) -> _Writes:
     head = insert(ScopeHeadRow)
     links = insert(MessageLinkRow)
     return _Writes(
-        conversations=insert(ConversationRow).on_conflict_do_nothing(
-            index_elements=[ConversationRow.id]
+        conversations=Prepared(
+            insert(ConversationRow).on_conflict_do_nothing(index_elements=[ConversationRow.id]),
+            column_keys=("id", "created_at"),
         ),
-        messages=messages.on_conflict_do_update(
-            index_elements=[MessageRow.id],
-            set_={
-                "text": messages.excluded.text,
-                "token_count": messages.excluded.token_count,
-                "extra": messages.excluded.extra,
-            },
+        messages=Prepared(
+            messages.on_conflict_do_update(
+                index_elements=[MessageRow.id],
+                set_={
+                    "text": messages.excluded.text,
+                    "token_count": messages.excluded.token_count,
+                    "extra": messages.excluded.extra,
+                },
+            ),
+            column_keys=_MESSAGE_KEYS,
         ),
-        head=head.on_conflict_do_update(
-            index_elements=[ScopeHeadRow.bot, ScopeHeadRow.scope_key],
-            set_={
-                "conversation_id": head.excluded.conversation_id,
-                "parent_message_id": head.excluded.parent_message_id,
-                "backend": head.excluded.backend,
-                "updated_at": head.excluded.updated_at,
-            },
+        head=Prepared(
+            head.on_conflict_do_update(
+                index_elements=[ScopeHeadRow.bot, ScopeHeadRow.scope_key],
+                set_={
+                    "conversation_id": head.excluded.conversation_id,
+                    "parent_message_id": head.excluded.parent_message_id,
+                    "backend": head.excluded.backend,
+                    "updated_at": head.excluded.updated_at,
+                },
+            ),
+            column_keys=_HEAD_KEYS,
         ),
-        links=links.on_conflict_do_update(
-            index_elements=[
-                MessageLinkRow.bot,
-                MessageLinkRow.chat_id,
-                MessageLinkRow.platform_message_id,
-            ],
-            set_={
-                "message_id": links.excluded.message_id,
-                "conversation_id": links.excluded.conversation_id,
-            },
+        links=Prepared(
+            links.on_conflict_do_update(
+                index_elements=[
+                    MessageLinkRow.bot,
+                    MessageLinkRow.chat_id,
+                    MessageLinkRow.platform_message_id,
+                ],
+                set_={
+                    "message_id": links.excluded.message_id,
+                    "conversation_id": links.excluded.conversation_id,
+                },
+            ),
+            column_keys=_LINK_KEYS,
         ),
     )
+
+
+# The columns each write's parameters carry (see the row builders below).
+_MESSAGE_KEYS = (
+    "id", "conversation_id", "parent_id", "role", "text", "token_count", "extra", "created_at",
+)  # fmt: skip
+_HEAD_KEYS = ("bot", "scope_key", "conversation_id", "parent_message_id", "backend", "updated_at")
+_LINK_KEYS = ("bot", "chat_id", "platform_message_id", "message_id", "conversation_id")
 
 
 def _conversation_rows(ids: Iterable[str], now: datetime) -> list[dict[str, Any]]:
@@ -214,24 +251,35 @@ class SQLStore:
 
     ``max_history_depth`` caps how many messages one ``history`` walk returns, whatever
     the token budget (zero-token messages would otherwise walk a whole long thread).
+    Every operation is one unit of work (core/store/units.py): on a SQLite file, one
+    hand-off to the store's database thread, where concurrent units commit together.
+    ``engine`` is an async engine on the same database, for migrations and checks.
     """
 
     def __init__(self, url: str, *, max_history_depth: int = 10_000, **engine_kwargs: Any) -> None:
         self.url = url
         self.max_history_depth = max_history_depth
         self.engine: AsyncEngine = make_engine(url, **engine_kwargs)
-        # Reads are single statements, atomic on their own: on SQLite they skip the
-        # explicit BEGIN (three of a read's eight aiosqlite thread hand-offs).
-        self._reader: AsyncEngine = self.engine.execution_options(sqlite_begin="NONE")
-        # SQLite has one writer at a time. Without this lock, concurrent turns queue in
-        # SQLite's busy handler (sleeping up to 100 ms a retry) while holding pooled
-        # connections, which starves the readers too: at 50 busy chats a commit took
-        # up to 3.5 s (bench.telegram_flood). In-process, they queue here instead.
-        self._writing = asyncio.Lock() if self.engine.dialect.name == "sqlite" else None
-        self.inbox = SQLInbox(self.engine, self._write)
+        dialect = self.engine.dialect.name
+        _writes(dialect)  # refuse an unsupported database now, not at the first commit
+        # On SQLite (one writer at a time) without the database thread, concurrent
+        # turns would queue in SQLite's busy handler, sleeping up to 100 ms a retry while
+        # holding pooled connections; in-process they queue on this lock instead.
+        self._writing = asyncio.Lock() if dialect == "sqlite" else None
+        path = sqlite_file(self.engine.url)
+        self.units: Units
+        if path is not None:
+            self.units = SQLiteUnits(self.engine.url, partial(configure_sqlite, wal=True))
+        else:
+            self.units = EngineUnits(self.engine, self._write)
+        self.inbox = SQLInbox(self.units, dialect)
+        self._chains = RecentChains()  # busy chats' histories, without a query
 
     async def aclose(self) -> None:
-        await self.engine.dispose()
+        try:
+            await self.units.aclose()
+        finally:
+            await self.engine.dispose()
 
     def _write(self) -> contextlib.AbstractAsyncContextManager[object]:
         return self._writing if self._writing is not None else contextlib.nullcontext()
@@ -248,12 +296,14 @@ class SQLStore:
         depth = min(self.max_history_depth, _MAX_INT)
         if budget < 0 or depth < 1:
             return []
+        cached = self._chains.walk(message_id, budget, depth)
+        if cached is not None:
+            return cached
         params = {"message_id": message_id, "budget": budget, "max_depth": depth}
-        started = time.perf_counter()
-        async with self._reader.connect() as conn:
-            rows = (await conn.execute(_HISTORY, params)).all()
-        log.debug("history: %d messages in %.1f ms", len(rows), _ms(started))
-        return _to_messages(rows)
+        rows = await self.units.read(lambda conn: _HISTORY.execute(conn, params).all(), long=True)
+        messages = _to_messages(rows)
+        self._chains.remember(messages)
+        return messages
 
     async def add_messages(self, messages: list[StoredMessage]) -> None:
         """Record messages (an upsert per id), creating their conversations if missing."""
@@ -261,16 +311,21 @@ class SQLStore:
             return
         writes = _writes(self.engine.dialect.name)
         now = utcnow()
-        async with self._write(), self.engine.begin() as conn:
-            conversations = _conversation_rows((m.conversation_id for m in messages), now)
-            await conn.execute(writes.conversations, conversations)
-            await conn.execute(writes.messages, _message_rows(messages, now))
+        conversations = _conversation_rows((m.conversation_id for m in messages), now)
+        rows = _message_rows(messages, now)
+
+        def unit(conn: Connection) -> None:
+            writes.conversations.execute(conn, conversations)
+            writes.messages.execute(conn, rows)
+
+        await self.units.write(unit)
+        self._chains.clear()  # an upsert may have changed a message that is cached
 
     # -- the chat service's store ------------------------------------------------------
 
     async def get_head(self, bot: str, scope_key: str) -> ScopeHead | None:
-        async with self._reader.connect() as conn:
-            row = (await conn.execute(_GET_HEAD, {"bot": bot, "scope_key": scope_key})).first()
+        params = {"bot": bot, "scope_key": scope_key}
+        row = await self.units.read(lambda conn: GET_HEAD.execute(conn, params).first())
         if row is None:
             return None
         conversation_id, parent_message_id, backend = row
@@ -278,21 +333,22 @@ class SQLStore:
 
     async def reset_head(self, bot: str, scope_key: str) -> None:
         """Forget the scope's head: its next turn starts a new conversation."""
-        async with self._write(), self.engine.begin() as conn:
-            await conn.execute(_RESET_HEAD, {"bot": bot, "scope_key": scope_key})
+        params = {"bot": bot, "scope_key": scope_key}
+        await self.units.write(lambda conn: conn.execute(_RESET_HEAD, params))
 
     async def find_link(
         self, bot: str, chat_id: str, platform_message_id: str
     ) -> StoredMessage | None:
         """The stored message a platform message id maps to."""
         params = {"bot": bot, "chat_id": chat_id, "platform_message_id": platform_message_id}
-        async with self._reader.connect() as conn:
-            messages = _to_messages(await conn.execute(_FIND_LINK, params))
+        rows = await self.units.read(lambda conn: _FIND_LINK.execute(conn, params).all())
+        messages = _to_messages(rows)
         return messages[0] if messages else None
 
     async def get_message(self, message_id: str) -> StoredMessage | None:
-        async with self._reader.connect() as conn:
-            messages = _to_messages(await conn.execute(_GET_MESSAGE, {"message_id": message_id}))
+        params = {"message_id": message_id}
+        rows = await self.units.read(lambda conn: _GET_MESSAGE.execute(conn, params).all())
+        messages = _to_messages(rows)
         return messages[0] if messages else None
 
     async def commit_turn(self, turn: Turn, *, entry: str | None = None, worker: str = "") -> None:
@@ -320,25 +376,31 @@ class SQLStore:
             user.id: user.conversation_id,
             assistant.id: assistant.conversation_id,
         }
-        links = {
-            (chat_id, platform_id): {
-                "bot": turn.bot,
-                "chat_id": chat_id,
-                "platform_message_id": platform_id,
-                "message_id": message_id,
-                "conversation_id": conversation_of.get(message_id, assistant.conversation_id),
-            }
-            for chat_id, platform_id, message_id in turn.links
-        }
-        started = time.perf_counter()
-        async with self._write(), self.engine.begin() as conn:
-            await conn.execute(writes.conversations, conversations)
-            await conn.execute(writes.messages, messages)
-            await conn.execute(writes.head, head)
+        links = list(
+            {
+                (chat_id, platform_id): {
+                    "bot": turn.bot,
+                    "chat_id": chat_id,
+                    "platform_message_id": platform_id,
+                    "message_id": message_id,
+                    "conversation_id": conversation_of.get(message_id, assistant.conversation_id),
+                }
+                for chat_id, platform_id, message_id in turn.links
+            }.values()
+        )
+
+        def unit(conn: Connection) -> None:
+            writes.conversations.execute(conn, conversations)
+            writes.messages.execute(conn, messages)
+            writes.head.execute(conn, head)
             if links:
-                await conn.execute(writes.links, list(links.values()))
+                writes.links.execute(conn, links)
             if entry is not None:
-                await finish_in(conn, entry, "answered", worker=worker)
+                finish_in(conn, entry, "answered", worker=worker)
+
+        started = time.perf_counter()
+        await self.units.write(unit)
+        self._chains.extend(user.parent_id, (user, assistant))
         log.debug("commit_turn: %d links in %.1f ms", len(links), _ms(started))
 
 

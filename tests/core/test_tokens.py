@@ -41,16 +41,20 @@ def fresh_load(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path
     monkeypatch.delenv("TIKTOKEN_CACHE_DIR", raising=False)
     monkeypatch.delenv("DATA_GYM_CACHE_DIR", raising=False)
     saved = dict(tiktoken.registry.ENCODINGS)
-    tiktoken.registry.ENCODINGS.clear()
-    tokens._encoders.clear()
-    tokens._short.clear()
+    _next_process()
     try:
         yield cache
     finally:
-        tokens._encoders.clear()
-        tokens._short.clear()
-        tiktoken.registry.ENCODINGS.clear()
+        _next_process()
         tiktoken.registry.ENCODINGS.update(saved)
+
+
+def _next_process() -> None:
+    """Forget what this process loaded and counted, as a new process would start."""
+    tokens._encoders.clear()
+    tokens._short.clear()
+    tokens._count_memo.cache_clear()
+    tiktoken.registry.ENCODINGS.clear()
 
 
 def _cached_name(encoding: str) -> str:
@@ -263,8 +267,7 @@ def test_a_later_start_counts_short_texts_without_loading_tiktoken(fresh_load: P
     tokens.get_encoder("cl100k_base")  # the first start: verify, parse, snapshot
     assert _snapshot(fresh_load, "cl100k_base").exists()
 
-    tokens._encoders.clear()  # the next process
-    tokens._short.clear()
+    _next_process()
     assert tokens.count_tokens("Hello, world! 日本語 🎉", "cl100k_base") == 11
     assert tokens.cheap_to_count("hi", "cl100k_base")
     assert "cl100k_base" not in tokens._encoders
@@ -280,8 +283,7 @@ def test_tiktoken_is_built_from_the_snapshot_without_the_bpe_file(fresh_load: Pa
     tokens.get_encoder("cl100k_base")
     bpe = fresh_load / _cached_name("cl100k_base")
     bpe.unlink()
-    tokens._encoders.clear()
-    tiktoken.registry.ENCODINGS.clear()
+    _next_process()
 
     encoder = tokens.get_encoder("cl100k_base")
     assert isinstance(encoder, tiktoken.Encoding)
@@ -301,9 +303,7 @@ def test_a_damaged_snapshot_is_ignored_and_rewritten(fresh_load: Path, damage: s
     else:
         data = bytearray(b"garbage")
     path.write_bytes(bytes(data))
-    tokens._encoders.clear()
-    tokens._short.clear()
-    tiktoken.registry.ENCODINGS.clear()
+    _next_process()
 
     assert tokens.count_tokens("hello world", "cl100k_base") == 2
     assert isinstance(tokens._encoders["cl100k_base"], tiktoken.Encoding)  # the full load
@@ -316,7 +316,6 @@ def test_a_snapshot_of_another_tiktoken_version_is_not_used(
     fresh_load: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tokens.get_encoder("cl100k_base")
-    tokens._encoders.clear()
-    tokens._short.clear()
+    _next_process()
     monkeypatch.setattr(tiktoken, "__version__", "0.0.1")
     assert not tokens.cheap_to_count("hi", "cl100k_base")

@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from core.chat_service import INTERRUPTED_TEXT, ChatService, Outcome
 from core.incoming import IncomingMessage, ReplySink
+from core.store.inbox import Taken
 from core.store.models import ANSWERING, RECEIVED
 from core.store.models import utcnow as now
 from core.store.sql import SQLStore
@@ -71,7 +72,8 @@ async def orphan(
         worker=worker,
     )
     if state == ANSWERING:
-        assert await store.inbox.take(entry, bot="bot", scope_key=SCOPE, worker=worker) is None
+        taken = await store.inbox.take(entry, bot="bot", scope_key=SCOPE, worker=worker)
+        assert isinstance(taken, Taken)
     if replies:
         await store.inbox.note_replies(entry, replies)
     return entry

@@ -4,6 +4,7 @@ retries and the streamed answer (see the package docstring for the failure handl
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -192,7 +193,7 @@ class ChatCompletionsBackend(Backend):
             logger=logger,
             redact=self._redact,
             hint=self.url_hint,
-            url=join_url(self.base_url, "/chat/completions") if self.base_url else "",
+            url=_completions_url(self.base_url) if self.base_url else "",
             name=self.server_name,
         )
 
@@ -371,16 +372,16 @@ class ChatCompletionsBackend(Backend):
     async def _open_with_retries(self, body: dict[str, Any], call: Call) -> Opened:
         # Subclasses may start their server here: a wait on the server like any other.
         base = await call.wait(self._base_url(), "waiting for the server to start")
-        url = join_url(base, "/chat/completions")
+        url = _completions_url(base)
         call.target(url)
-        retrying = call.retrying(
-            max_retries=self.max_retries,
-            base_delay=self.retry_base_delay,
-            max_delay=self.retry_max_delay,
-            max_wait=self.max_retry_wait,
-        )
         try:
-            opened: Opened = await retrying(self._attempt, url, body, call)
+            opened: Opened = await call.attempts(
+                lambda: self._attempt(url, body, call),
+                max_retries=self.max_retries,
+                base_delay=self.retry_base_delay,
+                max_delay=self.retry_max_delay,
+                max_wait=self.max_retry_wait,
+            )
         except RetryableFailure as failure:
             raise failure.error from failure.__cause__
         return opened
@@ -426,3 +427,8 @@ class ChatCompletionsBackend(Backend):
             if response is not None:
                 response.close()
             raise
+
+
+@functools.lru_cache(maxsize=64)
+def _completions_url(base: str) -> str:
+    return join_url(base, "/chat/completions")  # parsed once, not on every turn

@@ -457,14 +457,14 @@ class ChatGPTAPI(Backend):
         """A 2xx response to an authenticated POST to the call's URL; the caller
         releases it. 429, 5xx and connection errors are retried ``max_retries`` times."""
         data = json.dumps(body)
-        retrying = call.retrying(
-            max_retries=self._max_retries,
-            base_delay=0.5,
-            max_delay=8.0,
-            max_wait=self.max_retry_wait,
-        )
         try:
-            response: aiohttp.ClientResponse = await retrying(self._attempt, data, accept, call)
+            response: aiohttp.ClientResponse = await call.attempts(
+                lambda: self._attempt(data, accept, call),
+                max_retries=self._max_retries,
+                base_delay=0.5,
+                max_delay=8.0,
+                max_wait=self.max_retry_wait,
+            )
         except RetryableFailure as failure:
             self._log_error(failure.error)
             raise failure.error from failure.__cause__

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+from collections.abc import AsyncIterator
 from datetime import UTC
 from typing import Any
 
@@ -82,22 +84,80 @@ async def test_history_stops_at_the_first_message_over_budget(store: SQLStore) -
     assert ids(await store.history("d", 10)) == ["c", "d"]
 
 
-async def test_history_is_one_query(store: SQLStore) -> None:
+async def test_history_is_one_query(store_url: str, store: SQLStore) -> None:
     await store.add_messages(chain(10))
-    await store.history("m9", 1000)  # warm the pool: connection set-up is not the walk
     statements: list[str] = []
+    cold = SQLStore(store_url)  # nothing cached: the walk goes to the database
+    # SQLite runs a long read on its database thread's engine.
+    thread = getattr(cold.units, "_thread", None)
+    engine = thread.sync_engine if thread is not None else cold.units.sync_engine
+
+    def trace(dbapi_connection: Any, _record: Any) -> None:
+        # SQLite's hot statements bypass SQLAlchemy (core/store/prepared.py): ask
+        # sqlite3 itself what runs. PostgreSQL's go through SQLAlchemy's events.
+        if hasattr(dbapi_connection, "set_trace_callback"):
+            dbapi_connection.set_trace_callback(statements.append)
 
     def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if statement.strip().upper() != "BEGIN":  # SQLite's explicit transaction start
-            statements.append(statement)
+        statements.append(statement)
 
-    event.listen(store.engine.sync_engine, "before_cursor_execute", record)
+    event.listen(engine, "connect", trace)
+    event.listen(engine, "before_cursor_execute", record)
     try:
-        assert len(await store.history("m9", 1000)) == 10
+        await cold.get_message("m0")  # the connection's set-up is not the walk
+        statements.clear()
+        assert len(await cold.history("m9", 1000)) == 10
     finally:
-        event.remove(store.engine.sync_engine, "before_cursor_execute", record)
-    assert len(statements) == 1
-    assert statements[0].lstrip().upper().startswith("WITH RECURSIVE")
+        event.remove(engine, "connect", trace)
+        event.remove(engine, "before_cursor_execute", record)
+        await cold.aclose()
+    walks = [s for s in statements if s.strip().upper() not in ("BEGIN", "COMMIT", "ROLLBACK")]
+    assert len(walks) == 1, statements
+    assert walks[0].lstrip().upper().startswith("WITH RECURSIVE")
+
+
+async def test_a_busy_chats_history_is_read_from_memory(store: SQLStore) -> None:
+    """After a commit, the next turn's walk needs no query, and answers the same as
+    the database would, for any budget and depth."""
+    await store.commit_turn(turn("u1", "a1", None))
+    assert ids(await store.history("a1", 10**6)) == ["u1", "a1"]  # the second turn's walk
+    await store.commit_turn(turn("u2", "a2", "a1"))
+    fresh = SQLStore(store.url)
+    try:
+        for budget, depth in ((10**6, 10_000), (2, 10_000), (10**6, 3), (0, 10_000)):
+            fresh.max_history_depth = store.max_history_depth = depth
+            expected = await fresh.history("a2", budget)
+            fresh._chains.clear()
+            async with _no_queries(store):
+                assert await store.history("a2", budget) == expected
+    finally:
+        await fresh.aclose()
+    assert ids(await store.history("a2", 10**6)) == ["u1", "a1", "u2", "a2"]
+
+
+async def test_another_workers_turn_is_read_from_the_database(store: SQLStore) -> None:
+    """Only committed chains are cached; a turn committed elsewhere ends at an id this
+    store has not seen, and its walk queries the database."""
+    await store.commit_turn(turn("u1", "a1", None))
+    other = SQLStore(store.url)
+    try:
+        await other.commit_turn(turn("u2", "a2", "a1"))
+    finally:
+        await other.aclose()
+    assert ids(await store.history("a2", 10**6)) == ["u1", "a1", "u2", "a2"]
+
+
+@contextlib.asynccontextmanager
+async def _no_queries(store: SQLStore) -> AsyncIterator[None]:
+    async def refuse(unit: Any, **_: Any) -> Any:
+        raise AssertionError("the walk went to the database")
+
+    read = store.units.read
+    store.units.read = refuse  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        store.units.read = read  # type: ignore[method-assign]
 
 
 async def test_history_depth_is_capped(store_url: str, store: SQLStore) -> None:
