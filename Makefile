@@ -39,6 +39,7 @@ test: lint typecheck pytest
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python -m bench.chat_overhead
+	$(BIN)/python -m bench.startup
 	$(BIN)/python -m bench.telegram_flood
 	$(BIN)/python -m bench.discord_flood
 

@@ -9,7 +9,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from importlib import metadata
+from typing import Any
 
 import yaml
 
@@ -50,10 +50,23 @@ def _common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
 
 
 def _version() -> str:
+    from importlib import metadata  # ~25 ms at every start: only for --version
+
     try:
         return metadata.version("parley")
     except metadata.PackageNotFoundError:  # run from a source tree that was never installed
         return "unknown (not installed)"
+
+
+class _VersionAction(argparse.Action):
+    """argparse's "version" action, with the version looked up only when asked for."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(f"parley {_version()}")
+        parser.exit()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="parley", description="Self-hosted chat bots on one async ChatGPT core."
     )
     _common_options(parser, top=True)
-    parser.add_argument("--version", action="version", version=f"parley {_version()}")
+    parser.add_argument("--version", action=_VersionAction, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     ask = sub.add_parser(

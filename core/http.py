@@ -9,12 +9,15 @@ import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-import aiohttp
 from yarl import URL
 
 from core.masking import secrets_pattern
+
+if TYPE_CHECKING:  # the store's and the CLI's error messages use this module without HTTP
+    import aiohttp
 
 __all__ = [
     "ERROR_BODY_LIMIT",
@@ -130,6 +133,8 @@ async def read_error_body(response: aiohttp.ClientResponse, limit: int = ERROR_B
     """
     # One ``read(n)`` returns as soon as any bytes are buffered: a body that arrives in
     # several TCP segments would be cut after the first (half a JSON error).
+    import aiohttp  # loaded by then: the response came from it
+
     chunks: list[bytes] = []
     size = 0
     try:

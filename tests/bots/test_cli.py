@@ -286,3 +286,18 @@ async def test_parallel_ask_c_processes_form_one_unbroken_thread(
     history = [m["content"] for m in server.chat_requests[-1].messages if m["role"] == "user"]
     assert len(history) == 12 and history[0] == "q0" and history[-1] == "last"
     assert sorted(history[1:-1]) == sorted(f"q{i}" for i in range(1, 11))
+
+
+async def test_twenty_asks_at_once_on_a_new_sqlite_file_all_answer(
+    server: FakeOpenAIServer, config: Path
+) -> None:
+    """Issue 10: 20 `parley ask` processes started together on 2 cores, on a database
+    file none has created yet (they race through the migration too), all answer."""
+    env = {"FAKE_KEY": "sk-cli-secret"}
+    results = await asyncio.gather(
+        *(parley("ask", f"question {i}", "--config", str(config), env=env) for i in range(20))
+    )
+    assert [r.code for r in results] == [0] * 20, [r.err for r in results if r.code]
+    assert [r.out for r in results] == [f"Echo: question {i}\n" for i in range(20)]
+    asked = sorted(m["content"] for r in server.chat_requests for m in r.messages[-1:])
+    assert asked == sorted(f"question {i}" for i in range(20))

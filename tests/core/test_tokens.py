@@ -17,7 +17,7 @@ import tiktoken.registry
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core import tokens
+from core import token_snapshot, tokens
 
 
 def _no_network(blobpath: str) -> bytes:
@@ -41,14 +41,20 @@ def fresh_load(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path
     monkeypatch.delenv("TIKTOKEN_CACHE_DIR", raising=False)
     monkeypatch.delenv("DATA_GYM_CACHE_DIR", raising=False)
     saved = dict(tiktoken.registry.ENCODINGS)
-    tiktoken.registry.ENCODINGS.clear()
-    tokens._encoders.clear()
+    _next_process()
     try:
         yield cache
     finally:
-        tokens._encoders.clear()
-        tiktoken.registry.ENCODINGS.clear()
+        _next_process()
         tiktoken.registry.ENCODINGS.update(saved)
+
+
+def _next_process() -> None:
+    """Forget what this process loaded and counted, as a new process would start."""
+    tokens._encoders.clear()
+    tokens._short.clear()
+    tokens._count_memo.cache_clear()
+    tiktoken.registry.ENCODINGS.clear()
 
 
 def _cached_name(encoding: str) -> str:
@@ -208,3 +214,108 @@ def test_chat_counts_add_up_from_message_counts() -> None:
     )
     assert tokens.count_chat_tokens(messages) == sum(per_message) + tokens.REPLY_PRIMING_TOKENS
     assert tokens.count_chat_tokens([]) == tokens.REPLY_PRIMING_TOKENS
+
+
+# --- the snapshot: later starts neither hash nor parse the BPE file -----------------
+
+
+def _snapshot(folder: Path, encoding: str) -> Path:
+    return token_snapshot.snapshot_path(folder, _cached_name(encoding))
+
+
+@pytest.fixture(scope="module")
+def short_encoders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tokens.Encoder]:
+    folder = tmp_path_factory.mktemp("snapshots")
+    made: dict[str, tokens.Encoder] = {}
+    for encoding in tokens.ENCODINGS:
+        key, sha256 = _cached_name(encoding), tokens._BPE_FILES[encoding][1]
+        token_snapshot.write_snapshot(folder, key, encoding, sha256, tokens.get_encoder(encoding))
+        snapshot = token_snapshot.read_snapshot(folder, key, encoding, sha256)
+        assert snapshot is not None
+        encoder = token_snapshot.ShortTextEncoder.from_snapshot(snapshot)
+        assert encoder is not None
+        made[encoding] = encoder
+    return made
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    text=st.text(st.characters(codec="utf-8"), max_size=120)
+    | st.sampled_from(["hello world", "Hello, world! 日本語 🎉", "<|endoftext|>", " \n\n  x's"]),
+    encoding=st.sampled_from(tokens.ENCODINGS),
+)
+def test_the_short_text_encoder_is_tiktoken_exactly(
+    short_encoders: dict[str, tokens.Encoder], text: str, encoding: str
+) -> None:
+    expected = tokens.get_encoder(encoding).encode_ordinary(text)
+    assert short_encoders[encoding].encode_ordinary(text) == expected
+
+
+def test_the_sorted_ranks_are_the_files_ranks(short_encoders: dict[str, tokens.Encoder]) -> None:
+    ranks = short_encoders["cl100k_base"]._ranks  # type: ignore[attr-defined]
+    assert isinstance(ranks, token_snapshot.SortedRanks)
+    full: dict[bytes, int] = tokens.get_encoder("cl100k_base")._mergeable_ranks  # type: ignore[attr-defined]
+    assert len(ranks) == len(full)
+    assert ranks.to_dict() == full
+    assert ranks[b"hello"] == full[b"hello"] and b"\xff\xfe\xfd\xfc" not in ranks
+    with pytest.raises(KeyError):
+        ranks[b"\xff\xfe\xfd\xfc"]
+
+
+def test_a_later_start_counts_short_texts_without_loading_tiktoken(fresh_load: Path) -> None:
+    assert not tokens.cheap_to_count("hi", "cl100k_base")  # nothing cached yet
+    tokens.get_encoder("cl100k_base")  # the first start: verify, parse, snapshot
+    assert _snapshot(fresh_load, "cl100k_base").exists()
+
+    _next_process()
+    assert tokens.count_tokens("Hello, world! 日本語 🎉", "cl100k_base") == 11
+    assert tokens.cheap_to_count("hi", "cl100k_base")
+    assert "cl100k_base" not in tokens._encoders
+
+    long = " word" * tokens.SHORT_TEXT
+    assert not tokens.cheap_to_count(long, "cl100k_base")
+    assert tokens.count_tokens(long, "cl100k_base") == tokens.SHORT_TEXT
+    assert isinstance(tokens._encoders["cl100k_base"], tiktoken.Encoding)
+    assert tokens.cheap_to_count(long, "cl100k_base")
+
+
+def test_tiktoken_is_built_from_the_snapshot_without_the_bpe_file(fresh_load: Path) -> None:
+    tokens.get_encoder("cl100k_base")
+    bpe = fresh_load / _cached_name("cl100k_base")
+    bpe.unlink()
+    _next_process()
+
+    encoder = tokens.get_encoder("cl100k_base")
+    assert isinstance(encoder, tiktoken.Encoding)
+    assert encoder.encode_ordinary("hello world") == [15339, 1917]
+    assert not bpe.exists()  # neither re-written nor read: the snapshot sufficed
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
+def test_a_damaged_snapshot_is_ignored_and_rewritten(fresh_load: Path, damage: str) -> None:
+    tokens.get_encoder("cl100k_base")
+    path = _snapshot(fresh_load, "cl100k_base")
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    elif damage == "flip":
+        data[-10] ^= 0xFF  # inside the ranks: only the CRC notices
+    else:
+        data = bytearray(b"garbage")
+    path.write_bytes(bytes(data))
+    _next_process()
+
+    assert tokens.count_tokens("hello world", "cl100k_base") == 2
+    assert isinstance(tokens._encoders["cl100k_base"], tiktoken.Encoding)  # the full load
+    assert token_snapshot.read_snapshot(
+        fresh_load, _cached_name("cl100k_base"), "cl100k_base", tokens._BPE_FILES["cl100k_base"][1]
+    )
+
+
+def test_a_snapshot_of_another_tiktoken_version_is_not_used(
+    fresh_load: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tokens.get_encoder("cl100k_base")
+    _next_process()
+    monkeypatch.setattr(tiktoken, "__version__", "0.0.1")
+    assert not tokens.cheap_to_count("hi", "cl100k_base")

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection
 
@@ -18,6 +26,7 @@ from core.store.sql import SQLStore
 from core.types import StoredMessage
 from migrations import runner
 
+REPO = Path(__file__).resolve().parents[2]
 HEAD = "0002"
 TABLES = {"conversations", "messages", "scope_heads", "message_links", "inbox"}
 TABLES_0001 = TABLES - {"inbox"}
@@ -142,3 +151,98 @@ async def test_workers_starting_together_all_reach_head(db_url: str) -> None:
     """Four processes' worth of concurrent upgrades: no 'table already exists'."""
     await asyncio.gather(*(runner.upgrade(db_url) for _ in range(4)))
     assert await runner.current(db_url) == HEAD
+
+
+# --- start-up at a current schema: a read, no lock -----------------------------------
+
+
+def test_the_head_read_from_the_files_is_alembics() -> None:
+    heads = ScriptDirectory.from_config(runner.make_config()).get_heads()
+    assert heads == [runner.head_revision()] == [HEAD]
+
+
+@contextlib.asynccontextmanager
+async def _locked_against_migrations(url: str) -> AsyncIterator[None]:
+    """Another process holding what an upgrade waits for: SQLite's write lock, or the
+    PostgreSQL advisory lock that serialises migrations."""
+    if url.startswith("sqlite"):
+        holder = sqlite3.connect(url.split(":///", 1)[1], isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            holder.rollback()
+            holder.close()
+        return
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": runner._MIGRATION_LOCK})
+            try:
+                yield
+            finally:
+                await conn.execute(
+                    text("SELECT pg_advisory_unlock(:k)"), {"k": runner._MIGRATION_LOCK}
+                )
+    finally:
+        await engine.dispose()
+
+
+async def test_a_current_schema_starts_without_waiting_for_the_migration_lock(
+    db_url: str,
+) -> None:
+    """20 processes starting at once used to queue on the write lock (SQLite's busy
+    timeout is 5 s); at head a start only reads alembic_version."""
+    await runner.upgrade(db_url)
+    async with _locked_against_migrations(db_url):
+        started = time.monotonic()
+        await asyncio.wait_for(runner.upgrade(db_url), 3)
+        engine = make_engine(db_url)
+        try:
+            assert await runner.is_current(engine)
+            await asyncio.wait_for(runner.upgrade_engine(engine), 3)
+        finally:
+            await engine.dispose()
+        assert time.monotonic() - started < 2
+
+
+async def test_a_schema_behind_head_still_waits_for_the_lock_and_upgrades(
+    db_url: str,
+) -> None:
+    await runner.upgrade(db_url, "0001")
+    engine = make_engine(db_url)
+    try:
+        assert not await runner.is_current(engine)
+    finally:
+        await engine.dispose()
+    async with _locked_against_migrations(db_url):
+        upgrading = asyncio.create_task(runner.upgrade(db_url))
+        await asyncio.sleep(0.5)
+        assert not upgrading.done()  # it waits for the holder: it must not skip
+    await asyncio.wait_for(upgrading, 10)
+    assert await runner.current(db_url) == HEAD
+    assert await _tables(db_url) == TABLES
+
+
+async def test_a_new_database_is_not_current() -> None:
+    store = SQLStore("sqlite+aiosqlite://")
+    try:
+        assert not await runner.is_current(store.engine)
+    finally:
+        await store.aclose()
+
+
+def test_a_start_at_head_does_not_import_alembic(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'current.db'}"
+    asyncio.run(runner.upgrade(url))
+    script = (
+        "import asyncio, sys\n"
+        "from migrations.runner import upgrade\n"
+        f"asyncio.run(upgrade({url!r}))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

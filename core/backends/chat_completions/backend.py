@@ -146,7 +146,6 @@ class ChatCompletionsBackend(Backend):
         self._session = session
         self._owns_session = session is None
         self._semaphore = asyncio.Semaphore(max_concurrency)
-        self._tokenizer_ready = False
         self._closed = False
 
     def __repr__(self) -> str:
@@ -161,8 +160,9 @@ class ChatCompletionsBackend(Backend):
         return tokens.count_message_tokens(text, encoding=self.encoding)
 
     async def _count_tokens_async(self, text: str) -> int:
-        """``count_tokens`` off the event loop for long texts."""
-        if len(text) > LARGE_TEXT:
+        """``count_tokens`` off the event loop for long texts, and for any text that
+        would load tiktoken first (a few hundred ms, once)."""
+        if len(text) > LARGE_TEXT or not tokens.cheap_to_count(text, self.encoding):
             return await asyncio.to_thread(self.count_tokens, text)
         return self.count_tokens(text)
 
@@ -293,9 +293,6 @@ class ChatCompletionsBackend(Backend):
     async def _build_messages(self, text: str, parent_message_id: str | None, call: Call) -> Prompt:
         """The prompt; the caller bounds this by the call's end, and subclasses may use
         ``call`` for the requests they make."""
-        if not self._tokenizer_ready:  # the first load takes a few hundred ms
-            await asyncio.to_thread(tokens.get_encoder, self.encoding)
-            self._tokenizer_ready = True
         system = self.system_message
         system_tokens = await self._count_tokens_async(system) if system else 0
         user_tokens = await self._count_tokens_async(text)

@@ -163,15 +163,16 @@ async def test_chatgpt_web_max_answer_seconds(fake: FakeChatGPTWeb, make_api: Ma
 async def test_loading_the_tokenizer_does_not_eat_the_timeout(
     server: FakeOpenAIServer, make_backend: MakeBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = tokens.get_encoder
+    real = tokens.count_tokens
     slow = [True]
 
-    def slow_first_load(encoding: str = tokens.DEFAULT_ENCODING) -> tokens.Encoder:
+    def slow_first_load(text: str, encoding: str = tokens.DEFAULT_ENCODING) -> int:
         if slow and slow.pop():
-            time.sleep(0.5)  # a cold disk cache
-        return real(encoding)
+            time.sleep(0.5)  # the first count loads the tokenizer: a cold disk cache
+        return real(text, encoding)
 
-    monkeypatch.setattr(tokens, "get_encoder", slow_first_load)
+    monkeypatch.setattr(tokens, "count_tokens", slow_first_load)
+    monkeypatch.setattr(tokens, "cheap_to_count", lambda text, encoding: False)  # a thread
     server.script(Behaviour(delay=0.4))
     backend = make_backend(timeout=0.6)
     assert (await backend.send_message("x")).text == "Echo: x"
