@@ -236,7 +236,7 @@ class ChatService:
                         raise
                     # Refused before the backend is asked: an answer could not be kept.
                     detail = f"cannot take the message on: {describe_database_error(exc)}"
-                    await self._report(sink, NO_DATABASE_TEXT, detail, exc)
+                    await self._report(sink, NO_DATABASE_TEXT, detail, exc, known=True)
                     return Outcome.FAILED
                 if ticket is None:
                     if alone:
@@ -270,7 +270,7 @@ class ChatService:
             # reading the head or the history): the user hears that, not "my side".
             if is_database_error(exc):
                 detail = f"the database failed during the turn: {describe_database_error(exc)}"
-                await self._report(sink, NO_DATABASE_TEXT, detail, exc)
+                await self._report(sink, NO_DATABASE_TEXT, detail, exc, known=True)
             else:
                 detail = f"unexpected error while handling a message: {_one_line(exc)}"
                 await self._report(sink, INTERNAL_ERROR_TEXT, detail, exc)
@@ -429,10 +429,20 @@ class ChatService:
         finally:
             turn_log.emit()
 
-    async def _report(self, sink: ReplySink, text: str, detail: str, exc: BaseException) -> None:
+    async def _report(
+        self, sink: ReplySink, text: str, detail: str, exc: BaseException, *, known: bool = False
+    ) -> None:
         """Tell the user ``text``; log ``detail`` with the traceback, at ERROR unless the
-        sink's reader is the operator (who has just read ``detail``)."""
+        sink's reader is the operator (who has just read ``detail``). A ``known`` failure
+        (the database went away: ``detail`` says all there is) is one WARNING line, its
+        traceback only at DEBUG: an outage must not fill the log with one per message."""
         shown = await _tell(sink, text, detail)
+        if known:
+            log.log(
+                logging.INFO if shown else logging.WARNING, "bot %s: %s", self.policy.name, detail
+            )
+            log.debug("bot %s: %s", self.policy.name, detail, exc_info=exc)
+            return
         level = logging.INFO if shown else logging.ERROR
         log.log(level, "bot %s: %s", self.policy.name, detail, exc_info=exc)
 
@@ -488,7 +498,7 @@ class ChatService:
                 "the answer was shown but could not be saved, so the next message won't "
                 f"see it: {describe_database_error(exc)}"
             )
-            await self._report(sink, NOT_SAVED_TEXT, detail, exc)
+            await self._report(sink, NOT_SAVED_TEXT, detail, exc, known=is_database_error(exc))
             return Outcome.FAILED
         self._gate.committed(ticket)
         return Outcome.ANSWERED

@@ -70,6 +70,8 @@ def no_sql_in_logs(caplog: pytest.LogCaptureFixture) -> None:
     for record in caplog.records:
         if record.levelno >= logging.WARNING:
             assert "[SQL:" not in record.getMessage(), record.getMessage()
+            # An outage is one line per message, its traceback only at DEBUG.
+            assert record.exc_info is None, f"traceback logged: {record.getMessage()}"
 
 
 SLOW = " ".join(f"w{i}" for i in range(80))  # 80 chunks 0.05 s apart: about 4 s
