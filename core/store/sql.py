@@ -271,7 +271,7 @@ class SQLStore:
         if path is not None:
             self.units = SQLiteUnits(self.engine.url, partial(configure_sqlite, wal=True))
         else:
-            self.units = EngineUnits(self.engine, self._write)
+            self.units = EngineUnits(self.engine, self._write, group=dialect == "postgresql")
         self.inbox = SQLInbox(self.units, dialect)
         self._chains = RecentChains()  # busy chats' histories, without a query
 

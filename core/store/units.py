@@ -67,32 +67,82 @@ class EngineUnits:
     """Units on an async engine (PostgreSQL, in-memory SQLite).
 
     ``write_lock`` serialises writes in this process (SQLite has one writer at a time;
-    see SQLStore), or is a null context.
+    see SQLStore), or is a null context. With ``group``, the writes asked for in one
+    pass of the event loop share a transaction (on PostgreSQL a commit is a round trip
+    to the server; see the module docstring for what happens when one unit fails).
     """
 
     def __init__(
         self,
         engine: AsyncEngine,
         write_lock: Callable[[], contextlib.AbstractAsyncContextManager[object]],
+        *,
+        group: bool = False,
     ) -> None:
         self._engine = engine
         self._reader = engine.execution_options(sqlite_begin="NONE")
         self._write_lock = write_lock
+        self._group = group
+        self._pending: list[_Job] = []
+        self._flushing: set[asyncio.Task[None]] = set()
 
     @property
     def sync_engine(self) -> Engine:
         return self._engine.sync_engine
 
     async def write(self, unit: Unit[T]) -> T:
-        async with self._write_lock(), self._engine.begin() as conn:
-            return await conn.run_sync(unit)
+        if not self._group:
+            return await self._alone(unit)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.append(_Job(unit, True, loop, future))
+        if len(self._pending) == 1:
+            loop.call_soon(self._flush_soon)
+        result: T = await future
+        return result
 
     async def read(self, unit: Unit[T], *, long: bool = False) -> T:
         async with self._reader.connect() as conn:
             return await conn.run_sync(unit)
 
     async def aclose(self) -> None:
-        pass  # the engine is the store's to dispose
+        # The engine is the store's to dispose; writes under way finish first.
+        if self._pending:
+            self._flush_soon()
+        if self._flushing:
+            await asyncio.gather(*self._flushing, return_exceptions=True)
+
+    async def _alone(self, unit: Unit[T]) -> T:
+        async with self._write_lock(), self._engine.begin() as conn:
+            return await conn.run_sync(unit)
+
+    def _flush_soon(self) -> None:
+        batch, self._pending = self._pending, []
+        # A task of its own: the callers' cancellations must not cut a commit short.
+        task = asyncio.get_running_loop().create_task(self._flush(batch))
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    async def _flush(self, batch: list[_Job]) -> None:
+        batch = [job for job in batch if job.future is not None and not job.future.cancelled()]
+        if not batch:
+            return
+        try:
+            async with self._write_lock(), self._engine.begin() as conn:
+                results = await conn.run_sync(lambda c: [job.unit(c) for job in batch])
+        except BaseException as exc:
+            if len(batch) == 1:
+                batch[0].error = exc
+            else:
+                for job in batch:  # each on its own, so only the failing one fails
+                    try:
+                        job.result = await self._alone(job.unit)
+                    except BaseException as single:
+                        job.error = single
+        else:
+            for job, result in zip(batch, results, strict=True):
+                job.result = result
+        SQLiteThread._deliver(batch)
 
 
 @dataclass(eq=False, slots=True)

@@ -110,3 +110,17 @@ async def test_a_closed_store_refuses_units_and_stops_its_thread(migrated_sqlite
     assert not thread.is_alive()
     with pytest.raises(RuntimeError, match="closed"):
         await store.units.read(lambda c: None)
+
+
+async def test_concurrent_writes_share_a_transaction_on_postgresql(
+    migrated_postgresql_url: str,
+) -> None:
+    store = SQLStore(migrated_postgresql_url)
+    commits: list[str] = []
+    event.listen(store.units.sync_engine, "commit", lambda conn: commits.append("COMMIT"))
+    try:
+        await asyncio.gather(*(store.units.write(insert_conversation(f"c{i}")) for i in range(50)))
+        assert len(await conversation_ids(store)) == 50
+        assert commits.count("COMMIT") == 1  # one pass of the loop, one round of commits
+    finally:
+        await store.aclose()
