@@ -141,6 +141,9 @@ async def test_two_processes_split_the_shards_and_one_survives_the_others_sigter
             assert process.returncode is None, (await process.communicate())[1].decode()
             processes.append(process)
         assert [i["shard"] for i in dc.identifies] == [[0, 2], [1, 2]]
+        for session in dc.sessions.values():  # each shard was told of its own guilds only
+            told = [int(e["d"]["id"]) for e in session.events if e["t"] == "GUILD_CREATE"]
+            assert told == [g for g in GUILDS if shard_of(g) == session.shard[0]]
         up = time.monotonic()
 
         sent = await ask_round(dc, channels, range(PER_CHANNEL))
