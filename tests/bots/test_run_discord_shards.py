@@ -21,7 +21,7 @@ from sqlalchemy import text
 
 from core.store.sql import SQLStore
 from tests.bots.test_run_discord import TOKEN, start, stop
-from tests.fakes.discord_api import FakeDiscord, Session, StoredMessage
+from tests.fakes.discord_api import FakeDiscord, StoredMessage
 from tests.fakes.openai_server import FakeOpenAIServer
 
 BOT = 1_100_000_000_000_000_001
@@ -89,15 +89,14 @@ def answered_by(llm: FakeOpenAIServer) -> dict[str, list[str]]:
 
 def shards_that_saw(dc: FakeDiscord, message: StoredMessage) -> list[tuple[int, int]]:
     """The shards whose gateway sessions were sent ``message``'s MESSAGE_CREATE."""
-    sessions: list[Session] = list(dc.sessions.values())
     return sorted(
         s.shard
-        for s in sessions
+        for s in dc.sessions.values()
         if any(e["t"] == "MESSAGE_CREATE" and e["d"]["id"] == str(message.id) for e in s.events)
     )
 
 
-async def ask_round(
+def ask_round(
     dc: FakeDiscord, channels: dict[int, int | None], rounds: range
 ) -> dict[int, list[tuple[StoredMessage, str]]]:
     """Several questions in each channel at once (channel → its guild, None for a DM);
@@ -146,7 +145,7 @@ async def test_two_processes_split_the_shards_and_one_survives_the_others_sigter
             assert told == [g for g in GUILDS if shard_of(g) == session.shard[0]]
         up = time.monotonic()
 
-        sent = await ask_round(dc, channels, range(PER_CHANNEL))
+        sent = ask_round(dc, channels, range(PER_CHANNEL))
         await wait_answers(dc, sent, {})
         both = time.monotonic()
 
@@ -172,7 +171,7 @@ async def test_two_processes_split_the_shards_and_one_survives_the_others_sigter
         orphan_channel = CHANNELS[GUILDS[1]]  # shard 1's: nobody is connected for it now
         orphan = dc.send_message(orphan_channel, ALICE, f"<@{BOT}> anyone on shard 1?")
         alive = {c: g for c, g in channels.items() if shard_of(g) == 0}
-        later = await ask_round(dc, alive, range(PER_CHANNEL, PER_CHANNEL + 2))
+        later = ask_round(dc, alive, range(PER_CHANNEL, PER_CHANNEL + 2))
         await wait_answers(dc, later, before)
         asked = answered_by(llm)
         for channel, questions in later.items():
@@ -212,9 +211,9 @@ async def test_two_processes_split_the_shards_and_one_survives_the_others_sigter
                 assert answer.text == f"Echo: {user.text}"
             chains.append([m.text for m in chain if m.role == "user"])
         assert sorted(chains) == sorted(shown.values())
-        for channel, questions in shown.items():
+        for channel, order in shown.items():
             asked_here = {q for _, q in sent[channel] + later.get(channel, [])}
-            assert set(questions) == asked_here and len(questions) == len(asked_here)
+            assert set(order) == asked_here and len(order) == len(asked_here)
     finally:
         await store.aclose()
     print(
