@@ -14,8 +14,10 @@ Why a row and not a PostgreSQL advisory lock or a compare-and-set of the head:
   nothing holds a connection while the answer streams.
 
 A waiting turn polls (from 20 ms up to 0.5 s apart; turns of one scope in one process
-queue on an asyncio lock first, so only one of them polls). A holder that died is
-noticed by ``core.workers.is_gone`` and its entry handed to the recovery.
+first wait in line in the chat service, in the order they arrived, so only one of them
+polls). A message that finds its scope free takes it as it is recorded (one INSERT).
+A holder that died is noticed by ``core.workers.is_gone`` and its entry handed to the
+recovery.
 
 The database may go away for a moment (a restart, a failover). A waiting turn rides
 that out for up to ``OUTAGE_PATIENCE`` (its message is safe in the inbox, and waiting
