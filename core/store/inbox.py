@@ -17,7 +17,6 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import bindparam, delete, exists, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
@@ -100,7 +99,10 @@ _ROW_KEYS = (
 def _insert(dialect_name: str) -> Prepared:
     """INSERT ... ON CONFLICT DO NOTHING, which both dialects apply to every unique
     index: a known platform message, and (for an ``answering`` row) a held scope."""
-    insert: Any = sqlite.insert if dialect_name == "sqlite" else postgresql.insert
+    if dialect_name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # imported only when used: the PostgreSQL dialect is ~25 ms of start-up
+        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
     return Prepared(insert(InboxRow).on_conflict_do_nothing(), column_keys=_ROW_KEYS)
 
 
