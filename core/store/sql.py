@@ -25,12 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Integer, Row, Select, bindparam, delete, literal, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.orm import aliased
 
 from core.store.chains import RecentChains
 from core.store.engine import configure_sqlite, make_engine, parse_database_url, sqlite_file
 from core.store.inbox import GET_HEAD, SQLInbox, finish_in
-from core.store.models import ConversationRow, MessageLinkRow, MessageRow, ScopeHeadRow, utcnow
+from core.store.models import CONVERSATIONS, MESSAGE_LINKS, MESSAGES, SCOPE_HEADS, utcnow
 from core.store.prepared import Prepared
 from core.store.units import EngineUnits, SQLiteUnits, Units
 from core.types import ScopeHead, StoredMessage, Turn
@@ -55,13 +54,13 @@ _MessageRow = Row[str, str, str | None, str, str, int, dict[str, str] | None]
 def _select_messages() -> _MessageSelect:
     """SELECT of a message's columns, in ``_to_messages``' unpacking order."""
     return select(
-        MessageRow.id,
-        MessageRow.conversation_id,
-        MessageRow.parent_id,
-        MessageRow.role,
-        MessageRow.text,
-        MessageRow.token_count,
-        MessageRow.extra,
+        MESSAGES.c.id,
+        MESSAGES.c.conversation_id,
+        MESSAGES.c.parent_id,
+        MESSAGES.c.role,
+        MESSAGES.c.text,
+        MESSAGES.c.token_count,
+        MESSAGES.c.extra,
     )
 
 
@@ -75,32 +74,32 @@ def _history_statement() -> _MessageSelect:
     """
     budget = bindparam("budget", type_=Integer)  # one parameter, used twice
     columns = (
-        MessageRow.id,
-        MessageRow.conversation_id,
-        MessageRow.parent_id,
-        MessageRow.role,
-        MessageRow.text,
-        MessageRow.token_count,
-        MessageRow.extra,
+        MESSAGES.c.id,
+        MESSAGES.c.conversation_id,
+        MESSAGES.c.parent_id,
+        MESSAGES.c.role,
+        MESSAGES.c.text,
+        MESSAGES.c.token_count,
+        MESSAGES.c.extra,
     )
     anchor = (
         select(
             *columns,
             literal(1, Integer).label("depth"),
-            MessageRow.token_count.label("used"),
+            MESSAGES.c.token_count.label("used"),
         )
-        .where(MessageRow.id == bindparam("message_id"), MessageRow.token_count <= budget)
+        .where(MESSAGES.c.id == bindparam("message_id"), MESSAGES.c.token_count <= budget)
         .cte("chain", recursive=True)
     )
-    parent = aliased(MessageRow, name="parent")
-    used = anchor.c.used + parent.token_count
+    parent = MESSAGES.alias("parent")
+    used = anchor.c.used + parent.c.token_count
     step = (
         select(
-            *(getattr(parent, column.key) for column in columns),
+            *(parent.c[column.key] for column in columns),
             anchor.c.depth + 1,
             used,
         )
-        .join(anchor, parent.id == anchor.c.parent_id)
+        .join(anchor, parent.c.id == anchor.c.parent_id)
         .where(used <= budget, anchor.c.depth < bindparam("max_depth", type_=Integer))
     )
     chain = anchor.union_all(step)
@@ -117,20 +116,20 @@ def _history_statement() -> _MessageSelect:
 
 _HISTORY = Prepared(_history_statement())
 
-_GET_MESSAGE = Prepared(_select_messages().where(MessageRow.id == bindparam("message_id")))
+_GET_MESSAGE = Prepared(_select_messages().where(MESSAGES.c.id == bindparam("message_id")))
 
 _FIND_LINK = Prepared(
     _select_messages()
-    .join(MessageLinkRow, MessageLinkRow.message_id == MessageRow.id)
+    .join(MESSAGE_LINKS, MESSAGE_LINKS.c.message_id == MESSAGES.c.id)
     .where(
-        MessageLinkRow.bot == bindparam("bot"),
-        MessageLinkRow.chat_id == bindparam("chat_id"),
-        MessageLinkRow.platform_message_id == bindparam("platform_message_id"),
+        MESSAGE_LINKS.c.bot == bindparam("bot"),
+        MESSAGE_LINKS.c.chat_id == bindparam("chat_id"),
+        MESSAGE_LINKS.c.platform_message_id == bindparam("platform_message_id"),
     )
 )
 
-_RESET_HEAD = delete(ScopeHeadRow).where(
-    ScopeHeadRow.bot == bindparam("bot"), ScopeHeadRow.scope_key == bindparam("scope_key")
+_RESET_HEAD = delete(SCOPE_HEADS).where(
+    SCOPE_HEADS.c.bot == bindparam("bot"), SCOPE_HEADS.c.scope_key == bindparam("scope_key")
 )
 
 
@@ -166,17 +165,17 @@ def _writes(dialect_name: str) -> _Writes:
         raise NotImplementedError(
             f"parley's SQL store supports SQLite and PostgreSQL, not {dialect_name}"
         )
-    messages = insert(MessageRow)
-    head = insert(ScopeHeadRow)
-    links = insert(MessageLinkRow)
+    messages = insert(MESSAGES)
+    head = insert(SCOPE_HEADS)
+    links = insert(MESSAGE_LINKS)
     return _Writes(
         conversations=Prepared(
-            insert(ConversationRow).on_conflict_do_nothing(index_elements=[ConversationRow.id]),
+            insert(CONVERSATIONS).on_conflict_do_nothing(index_elements=[CONVERSATIONS.c.id]),
             column_keys=("id", "created_at"),
         ),
         messages=Prepared(
             messages.on_conflict_do_update(
-                index_elements=[MessageRow.id],
+                index_elements=[MESSAGES.c.id],
                 set_={
                     "text": messages.excluded.text,
                     "token_count": messages.excluded.token_count,
@@ -187,7 +186,7 @@ def _writes(dialect_name: str) -> _Writes:
         ),
         head=Prepared(
             head.on_conflict_do_update(
-                index_elements=[ScopeHeadRow.bot, ScopeHeadRow.scope_key],
+                index_elements=[SCOPE_HEADS.c.bot, SCOPE_HEADS.c.scope_key],
                 set_={
                     "conversation_id": head.excluded.conversation_id,
                     "parent_message_id": head.excluded.parent_message_id,
@@ -200,9 +199,9 @@ def _writes(dialect_name: str) -> _Writes:
         links=Prepared(
             links.on_conflict_do_update(
                 index_elements=[
-                    MessageLinkRow.bot,
-                    MessageLinkRow.chat_id,
-                    MessageLinkRow.platform_message_id,
+                    MESSAGE_LINKS.c.bot,
+                    MESSAGE_LINKS.c.chat_id,
+                    MESSAGE_LINKS.c.platform_message_id,
                 ],
                 set_={
                     "message_id": links.excluded.message_id,
