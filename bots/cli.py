@@ -309,25 +309,28 @@ def _dispatch(args: argparse.Namespace, secrets: _Secrets) -> int:
     raise AssertionError(f"unhandled command {args.command}")
 
 
-def entry() -> int:
-    """The ``parley`` command (the console script): ``main``, plus what only a whole
-    process may do to the garbage collector.
+def entry(*, collector_off: bool = False) -> int:
+    """The ``parley`` command (``bots.launch.entry``, ``python -m bots.cli``): ``main``,
+    plus what only a whole process may do to the garbage collector.
 
-    A one-shot ``parley ask`` spent ~0.15 s in the cyclic collector: ~185 collections
+    A one-shot ``parley ask`` spent ~0.15 s in the cyclic collector: ~250 collections
     while the imports built ~75,000 objects that all live until exit (with ~2,400
     objects of garbage among them), then the interpreter's final collections walking
     them all again. So during an ask's start-up the collector is off
     (``_start_up_over`` freezes what start-up made and turns it back on before the
     answer streams), and at exit everything is frozen: ``main`` has closed the store,
     the HTTP sessions and the database thread, and Python promises no finaliser for
-    what is still alive at exit. Not in ``main``: a program that calls it in-process
-    keeps its collector as it was.
+    what is still alive at exit. ``collector_off``: the launcher turned it off for
+    this module's imports; any other command turns it back on here. Not in ``main``:
+    a program that calls it in-process keeps its collector as it was.
     """
     global _gc_paused
     args = _parser().parse_args()
-    if args.command == "ask" and gc.isenabled():
+    if args.command == "ask" and (collector_off or gc.isenabled()):
         gc.disable()
         _gc_paused = True
+    elif collector_off:
+        gc.enable()
     try:
         return _main(args)
     finally:
