@@ -11,6 +11,7 @@ import logging
 import time
 import uuid
 import weakref
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import Enum
@@ -121,19 +122,19 @@ class ChatService:
         self.store = store
         self.metrics = metrics  # core/metrics.py; the adapters' schedulers report to it too
         # Locks die with their last waiter, so idle scopes cost no memory.
-        self._locks: weakref.WeakValueDictionary[str, _ScopeLock] = weakref.WeakValueDictionary()
+        self._lines: weakref.WeakValueDictionary[str, _ScopeLine] = weakref.WeakValueDictionary()
         self._rate = UserRateLimit(*policy.rate_limit) if policy.rate_limit else None
         self._gate = TurnGate(store.inbox, policy.name, on_dead_holder=self._recover_soon)
         self._recovering = asyncio.Lock()
         self._redelivery: Redelivery | None = None
         self._background: set[asyncio.Task[object]] = set()
 
-    def _lock(self, scope_key: str) -> _ScopeLock:
-        lock = self._locks.get(scope_key)
-        if lock is None:
-            lock = _ScopeLock()
-            self._locks[scope_key] = lock
-        return lock
+    def _line(self, scope_key: str) -> _ScopeLine:
+        line = self._lines.get(scope_key)
+        if line is None:
+            line = _ScopeLine()
+            self._lines[scope_key] = line
+        return line
 
     def _is_for_us(self, msg: IncomingMessage, command: Command | None) -> bool:
         if msg.is_direct or msg.addresses_bot or msg.reply_to_bot:
@@ -218,29 +219,22 @@ class ChatService:
             if answering is not None:
                 msg = await answering(msg)  # e.g. moved into a thread opened for it
             scope_key = self.policy.scope_key(msg)
-            lock = self._lock(scope_key)
-            # No other turn of this scope in this process: hold its lock first, and the
-            # receive takes the scope too (one round trip, no polling). Otherwise the
-            # turn waits in line behind the others, on the lock and then on the inbox.
-            alone = resumed is None and lock.turns == 0 and not lock.locked()
-            lock.turns += 1
+            line = self._line(scope_key)
+            # Its place in the scope's line is taken now, on arrival, so that the turns
+            # of one scope are answered in the order they came, however long each one's
+            # inbox write takes (on PostgreSQL they run side by side). First in line:
+            # the receive takes the scope too (one round trip, no polling).
+            place = line.join()
+            alone = resumed is None and place.done()
             try:
-                if alone:
-                    await lock.acquire()
                 try:
                     ticket = resumed or await self._gate.receive(msg, scope_key, take=alone)
-                except BaseException as exc:
-                    if alone:
-                        lock.release()
-                    if not isinstance(exc, Exception):
-                        raise
+                except Exception as exc:
                     # Refused before the backend is asked: an answer could not be kept.
                     detail = f"cannot take the message on: {describe_database_error(exc)}"
                     await self._report(sink, NO_DATABASE_TEXT, detail, exc, known=True)
                     return Outcome.FAILED
                 if ticket is None:
-                    if alone:
-                        lock.release()
                     log.info(
                         "bot %s: message %s in chat %s was taken on already; "
                         "not answering it twice",
@@ -254,11 +248,9 @@ class ChatService:
                 start_typing = getattr(sink, "start_typing", None)
                 if start_typing is not None:
                     start_typing()
-                return await self._take_and_answer(
-                    msg, text, lock, ticket, sink, new_conversation, held=alone
-                )
+                return await self._take_and_answer(msg, text, place, ticket, sink, new_conversation)
             finally:
-                lock.turns -= 1
+                line.leave(place)
         except asyncio.CancelledError:
             raise
         except ReplyTargetGone:
@@ -280,28 +272,22 @@ class ChatService:
         self,
         msg: IncomingMessage,
         text: str,
-        lock: _ScopeLock,
+        place: asyncio.Future[None],
         ticket: Ticket,
         sink: ReplySink,
         new_conversation: bool,
-        *,
-        held: bool,
     ) -> Outcome:
-        """Answer once ``ticket`` has its scope; releases ``lock`` (held already if
-        ``held``)."""
+        """Answer once the turns before it in this process are done (``place``) and
+        ``ticket`` has its scope in the inbox."""
         outcome = Outcome.FAILED
         try:
-            if not held:
-                await lock.acquire()
-            try:
-                await self._gate.take(ticket)
-                if new_conversation:
-                    where: tuple[str | None, str | None] = (None, None)
-                else:
-                    where = await self._where(msg, ticket, sink)
-                outcome = await self._answer(msg, text, ticket.scope_key, where, sink, ticket)
-            finally:
-                lock.release()
+            await place
+            await self._gate.take(ticket)
+            if new_conversation:
+                where: tuple[str | None, str | None] = (None, None)
+            else:
+                where = await self._where(msg, ticket, sink)
+            outcome = await self._answer(msg, text, ticket.scope_key, where, sink, ticket)
         except LeaseLost:
             log.warning(
                 "bot %s: another worker took this turn over (it thought this one dead)",
@@ -326,8 +312,13 @@ class ChatService:
         elif command.name == "help":
             await sink.complete(help_text)
         elif command.name == "reset":
-            async with self._lock(self.policy.scope_key(msg)):
+            line = self._line(self.policy.scope_key(msg))
+            place = line.join()
+            try:
+                await place  # after the turns that came before it
                 await self.reset(msg)
+            finally:
+                line.leave(place)
             await sink.complete(RESET_TEXT)
         else:
             await sink.complete(f"Unknown command /{command.name}. Try /help.")
@@ -623,11 +614,32 @@ class ChatService:
             return await collect(stream, show)
 
 
-class _ScopeLock(asyncio.Lock):
-    """A scope's lock in this process, and how many of its turns are under way
-    (waiting included): a turn that finds none may take the scope as it arrives."""
+class _ScopeLine:
+    """A scope's turns in this process, one at a time in the order they arrived.
 
-    turns: int = 0
+    A place is taken with ``join`` (synchronously, on arrival) and given up with
+    ``leave``, whatever happened; the place's future is done when its turn has come.
+    Lines die with their last turn (the chat service keeps them weakly), so idle
+    scopes cost no memory.
+    """
+
+    __slots__ = ("__weakref__", "_places")
+
+    def __init__(self) -> None:
+        self._places: deque[asyncio.Future[None]] = deque()
+
+    def join(self) -> asyncio.Future[None]:
+        place: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not self._places:
+            place.set_result(None)  # nobody before it
+        self._places.append(place)
+        return place
+
+    def leave(self, place: asyncio.Future[None]) -> None:
+        first = bool(self._places) and self._places[0] is place
+        self._places.remove(place)
+        if first and self._places and not self._places[0].done():
+            self._places[0].set_result(None)
 
 
 class _SinkFailed(Exception):

@@ -57,8 +57,9 @@ class SlidingWindow:
         if expired:
             del self._hits[:expired]
 
-    def wait_time(self, now: float | None = None) -> float:
-        """0.0 if one more hit is allowed now, else the seconds until it is.
+    def wait_time(self, now: float | None = None, *, spare: int = 0) -> float:
+        """0.0 if one more hit is allowed now, else the seconds until it is; with
+        ``spare``, one more hit that still leaves ``spare`` hits free.
 
         ``math.inf`` while the window is full of reservations still in flight: nobody
         knows yet when they will expire.
@@ -66,7 +67,7 @@ class SlidingWindow:
         now = self._now(now)
         self._prune(now)
         wait = max(0.0, self._blocked_until - now)
-        excess = len(self._hits) + self._pending - self.limit + 1
+        excess = len(self._hits) + self._pending - self.limit + 1 + spare
         if excess > 0:
             if excess > len(self._hits):
                 return math.inf

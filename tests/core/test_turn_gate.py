@@ -11,10 +11,12 @@ import sys
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 
+from sqlalchemy import insert
+
 from core.chat_service import INTERRUPTED_TEXT, ChatService, Outcome
 from core.incoming import IncomingMessage, ReplySink
 from core.store.inbox import Taken
-from core.store.models import ANSWERING, RECEIVED
+from core.store.models import ANSWERING, RECEIVED, InboxRow
 from core.store.models import utcnow as now
 from core.store.sql import SQLStore
 from core.workers import HEARTBEAT_TTL, is_gone, this_worker
@@ -200,3 +202,42 @@ async def test_a_cancelled_turn_frees_its_scope_and_stays_recoverable(
     nxt = RecordingSink()
     assert await asyncio.wait_for(service.handle(msg("next"), nxt), 10) is Outcome.ANSWERED
     await service.backend.aclose()
+
+
+async def test_turns_of_one_scope_are_answered_in_the_order_they_came(
+    server: FakeOpenAIServer, migrated_postgresql_url: str
+) -> None:
+    """On PostgreSQL, inbox writes run side by side and may finish in any order; the
+    answers must still follow the messages' order. Here the first message's write is
+    held up (another transaction holds its platform message id in the unique index)
+    while two later ones are written at once."""
+    store = SQLStore(migrated_postgresql_url)
+    service = make_service(server, store)
+    zeroth, first, second, third = msg("zeroth"), msg("first"), msg("second"), msg("third")
+    blocker = SQLStore(migrated_postgresql_url)
+    server.default = Behaviour(chunk_delay=0.05)  # the zeroth answer takes a while
+    try:
+        async with blocker.engine.connect() as conn:
+            await conn.begin()
+            await conn.execute(
+                insert(InboxRow).values(
+                    id="blocker", bot="bot", scope_key="other", chat_id=first.chat_id,
+                    message_id=first.message_id, state=RECEIVED, message={},
+                    worker="elsewhere", heartbeat_at=now(), created_at=now(),
+                )
+            )  # fmt: skip
+            turns = [asyncio.create_task(service.handle(zeroth, RecordingSink()))]
+            await asyncio.sleep(0.1)  # answering: the others wait in line behind it
+            turns.append(asyncio.create_task(service.handle(first, RecordingSink())))
+            await asyncio.sleep(0.1)  # its insert now waits on the blocker's row
+            turns += [
+                asyncio.create_task(service.handle(m, RecordingSink())) for m in (second, third)
+            ]
+            await asyncio.sleep(0.3)  # the later two are recorded, waiting for their turn
+            await conn.rollback()  # the first one's insert goes through
+        assert await asyncio.gather(*turns) == [Outcome.ANSWERED] * 4
+        assert (await chain(store))[::2] == ["zeroth", "first", "second", "third"]
+    finally:
+        await service.backend.aclose()
+        await blocker.aclose()
+        await store.aclose()

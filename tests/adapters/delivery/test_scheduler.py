@@ -141,3 +141,28 @@ async def test_typing_spends_the_global_budget_only_where_the_platform_counts_it
     async with DeliveryScheduler(counted) as scheduler:
         scheduler.typing_done(scheduler.typing_slot(), called=False)
         assert scheduler.typing_wait("c") == 0.0, "a request never made costs nothing"
+
+
+async def test_streaming_edits_leave_the_final_text_a_call(
+    platform: FakePlatform, limits: PlatformLimits, renderer: MarkRenderer
+) -> None:
+    """Discord-like: 5 calls a chat per period. Edits as fast as allowed fill the
+    window early; the final text must not wait for it to drain."""
+    roomy = with_limits(limits, chat_ops=5, chat_period=1.0, edit_interval=0.01)
+    platform.limits = roomy
+    async with DeliveryScheduler(roomy) as scheduler:
+        sink = DeliverySink(scheduler, platform.target("a"), renderer)
+        started = time.monotonic()
+        n = 0
+        while time.monotonic() - started < 0.4:
+            n += 1
+            await sink.update(f"partial {n}")
+            await asyncio.sleep(0.005)
+        asked = time.monotonic()
+        ids = await sink.complete("The final answer.")
+        done = time.monotonic()
+    calls = platform.of("a", *MESSAGES)
+    assert done - asked < 0.2  # not the ~0.6 s until the first call leaves the window
+    assert busiest(calls[:-1], 1.0) == 4  # partials kept one call back...
+    assert busiest(calls, 1.0) == 5  # ...which the final text used
+    assert platform.messages[ids[0]].text == "The final answer."
