@@ -20,7 +20,7 @@ from core.errors import ChatGPTError
 from core.incoming import BotPolicy
 from core.metrics import NO_METRICS, Metrics
 from core.store.sql import SQLStore
-from migrations.runner import upgrade_engine
+from migrations.runner import upgrade_store
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class App:
         store: SQLStore | None = None
         try:
             store = SQLStore(self.url)
-            await upgrade_engine(store.engine)  # through the store's engine: one pool
+            await upgrade_store(store)  # through the store's connections
         except Exception as exc:
             if store is not None:
                 await store.aclose()

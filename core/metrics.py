@@ -15,9 +15,7 @@ import contextlib
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
-from typing import Final
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from typing import TYPE_CHECKING, Final
 
 from core.errors import (
     ChatGPTAuthError,
@@ -27,6 +25,9 @@ from core.errors import (
     ChatGPTStreamError,
     ChatGPTTimeoutError,
 )
+
+if TYPE_CHECKING:  # prometheus_client (~20 ms) loads only when metrics are on
+    from prometheus_client import CollectorRegistry
 
 #: Turn outcomes (``parley_turns_total{outcome}``).
 OUTCOMES: Final = (
@@ -140,6 +141,8 @@ class Metrics:
     process-wide default one, so several apps or tests in one process don't collide)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         ProcessCollector(registry=r)  # CPU, memory, open files: the first questions asked

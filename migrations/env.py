@@ -19,10 +19,10 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 
 from core.store.engine import make_engine
-from core.store.models import Base
+from core.store.models import metadata
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = metadata
 
 
 def run_migrations_offline() -> None:

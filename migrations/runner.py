@@ -1,8 +1,8 @@
 """Run migrations from code: no alembic.ini, the config is built here.
 
-``await upgrade(url)`` is what ``parley db upgrade`` and the app call (or
-``await upgrade_engine(store.engine)`` to reuse the store's engine, which an in-memory
-SQLite database needs). Alembic runs on one connection inside ``run_sync`` (so it works
+``await upgrade(url)`` is what ``parley db upgrade`` calls; the app calls
+``await upgrade_store(store)``, which reuses the store's connections (an in-memory
+SQLite database needs that). Alembic runs on one connection inside ``run_sync`` (so it works
 from a running event loop), in one transaction.
 
 Every process start upgrades to head, and almost always the schema is already there:
@@ -28,12 +28,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.store.engine import make_engine
 
 if TYPE_CHECKING:
     from alembic.config import Config
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from core.store.sql import SQLStore
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent
 VERSIONS_DIR = MIGRATIONS_DIR / "versions"
@@ -112,6 +114,11 @@ def current_revision(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
+def _version_rows(connection: Connection) -> list[str]:
+    rows = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+    return [row[0] for row in rows]
+
+
 async def is_current(engine: AsyncEngine) -> bool:
     """Whether the database is at the head revision, by one read that takes no write
     lock (on SQLite not even a transaction) and waits for none in WAL mode. False when
@@ -122,10 +129,25 @@ async def is_current(engine: AsyncEngine) -> bool:
     try:
         async with engine.connect() as conn:
             conn = await conn.execution_options(sqlite_begin="NONE")
-            rows = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
+            versions = await conn.run_sync(_version_rows)
     except DBAPIError:  # no such table: a new database
         return False
-    return [row[0] for row in rows] == [head]
+    return versions == [head]
+
+
+async def upgrade_store(store: SQLStore) -> None:
+    """Upgrade the store's database to head. At head already (``is_current``'s one
+    read), the read runs as one of the store's own read units, so on a SQLite file
+    (where every store operation runs on a plain pysqlite connection) no async engine
+    and no aiosqlite are loaded; otherwise ``upgrade_engine(store.engine)``."""
+    head = head_revision()
+    if head is not None:
+        try:
+            if await store.units.read(_version_rows) == [head]:
+                return
+        except DBAPIError:  # no such table: a new database
+            pass
+    await upgrade_engine(store.engine)
 
 
 async def upgrade_engine(engine: AsyncEngine, revision: str = "head") -> None:

@@ -14,7 +14,7 @@ from sqlalchemy import insert
 from bench.answers import make_answer, short_answer
 from core import tokens
 from core.store.engine import make_engine
-from core.store.models import ConversationRow, MessageLinkRow, MessageRow, ScopeHeadRow
+from core.store.models import CONVERSATIONS, MESSAGE_LINKS, MESSAGES, SCOPE_HEADS
 from migrations.runner import upgrade_engine
 
 FIRST_CHANNEL = 900_000_000_000_000_000  # Discord channel i is FIRST_CHANNEL + i
@@ -92,13 +92,13 @@ async def seed(url: str, conversations: int) -> None:
             ids = range(start, min(start + BATCH, conversations))
             batch = [_rows(i, questions, answer, now) for i in ids]
             async with engine.begin() as conn:
-                await conn.execute(insert(ConversationRow), [r["conversation"] for r in batch])
+                await conn.execute(insert(CONVERSATIONS), [r["conversation"] for r in batch])
                 await conn.execute(
-                    insert(MessageRow), [r[k] for r in batch for k in ("user", "assistant")]
+                    insert(MESSAGES), [r[k] for r in batch for k in ("user", "assistant")]
                 )
-                await conn.execute(insert(ScopeHeadRow), [r["head"] for r in batch])
+                await conn.execute(insert(SCOPE_HEADS), [r["head"] for r in batch])
                 await conn.execute(
-                    insert(MessageLinkRow), [r[k] for r in batch for k in ("asked", "answered")]
+                    insert(MESSAGE_LINKS), [r[k] for r in batch for k in ("asked", "answered")]
                 )
     finally:
         await engine.dispose()

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from core.store.urls import DatabaseURLError, check_database_url
+
+if TYPE_CHECKING:  # sqlalchemy.ext.asyncio pulls in the ORM: loaded on first engine
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
@@ -39,6 +41,8 @@ def make_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
     A string is checked first (``check_database_url``): DatabaseURLError says what to
     write instead of an unusable URL.
     """
+    from sqlalchemy.ext.asyncio import create_async_engine
+
     parsed = parse_database_url(url)
     path = sqlite_file(parsed)
     if path is not None:

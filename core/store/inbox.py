@@ -1,6 +1,6 @@
 """The inbox table's queries: messages taken on, the scope lock, crash recovery.
 
-See ``InboxRow`` (core/store/models.py) for what a row means, and core/turn_gate.py
+See ``INBOX`` (core/store/models.py) for what a row means, and core/turn_gate.py
 for how the chat service uses it. Every method is one short unit of work
 (core/store/units.py): nothing holds a database connection while an answer streams.
 A new message that finds its scope free is recorded as ``answering`` straight away,
@@ -17,12 +17,10 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import bindparam, delete, exists, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import aliased
 
-from core.store.models import ANSWERING, DONE, RECEIVED, InboxRow, ScopeHeadRow, utcnow
+from core.store.models import ANSWERING, DONE, INBOX, RECEIVED, SCOPE_HEADS, utcnow
 from core.store.prepared import Prepared
 from core.store.units import Units
 from core.types import ScopeHead
@@ -53,17 +51,17 @@ class Holder:
 
 
 _COLUMNS = (
-    InboxRow.id,
-    InboxRow.bot,
-    InboxRow.scope_key,
-    InboxRow.chat_id,
-    InboxRow.message_id,
-    InboxRow.state,
-    InboxRow.message,
-    InboxRow.replies,
-    InboxRow.worker,
-    InboxRow.heartbeat_at,
-    InboxRow.created_at,
+    INBOX.c.id,
+    INBOX.c.bot,
+    INBOX.c.scope_key,
+    INBOX.c.chat_id,
+    INBOX.c.message_id,
+    INBOX.c.state,
+    INBOX.c.message,
+    INBOX.c.replies,
+    INBOX.c.worker,
+    INBOX.c.heartbeat_at,
+    INBOX.c.created_at,
 )
 
 
@@ -85,8 +83,10 @@ class Taken:
 
 GET_HEAD = Prepared(
     select(
-        ScopeHeadRow.conversation_id, ScopeHeadRow.parent_message_id, ScopeHeadRow.backend
-    ).where(ScopeHeadRow.bot == bindparam("bot"), ScopeHeadRow.scope_key == bindparam("scope_key"))
+        SCOPE_HEADS.c.conversation_id, SCOPE_HEADS.c.parent_message_id, SCOPE_HEADS.c.backend
+    ).where(
+        SCOPE_HEADS.c.bot == bindparam("bot"), SCOPE_HEADS.c.scope_key == bindparam("scope_key")
+    )
 )
 
 
@@ -100,78 +100,81 @@ _ROW_KEYS = (
 def _insert(dialect_name: str) -> Prepared:
     """INSERT ... ON CONFLICT DO NOTHING, which both dialects apply to every unique
     index: a known platform message, and (for an ``answering`` row) a held scope."""
-    insert: Any = sqlite.insert if dialect_name == "sqlite" else postgresql.insert
-    return Prepared(insert(InboxRow).on_conflict_do_nothing(), column_keys=_ROW_KEYS)
+    if dialect_name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # imported only when used: the PostgreSQL dialect is ~25 ms of start-up
+        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
+    return Prepared(insert(INBOX).on_conflict_do_nothing(), column_keys=_ROW_KEYS)
 
 
-_other = aliased(InboxRow, name="other")
+_other = INBOX.alias("other")
 # The NOT EXISTS makes a busy scope a plain "0 rows" on SQLite, where one writer at a
 # time makes it exact; on PostgreSQL two takers can both pass it, and the partial
 # unique index then refuses the second (IntegrityError, handled in ``take``).
 _TAKE = Prepared(
-    update(InboxRow)
+    update(INBOX)
     .where(
-        InboxRow.id == bindparam("entry"),
-        InboxRow.state == RECEIVED,
+        INBOX.c.id == bindparam("entry"),
+        INBOX.c.state == RECEIVED,
         ~exists().where(
-            _other.bot == bindparam("of_bot"),
-            _other.scope_key == bindparam("of_scope"),
-            _other.state == ANSWERING,
+            _other.c.bot == bindparam("of_bot"),
+            _other.c.scope_key == bindparam("of_scope"),
+            _other.c.state == ANSWERING,
         ),
     )
     .values(state=ANSWERING, worker=bindparam("owner"), heartbeat_at=bindparam("now"))
 )
-_STATE = Prepared(select(InboxRow.state).where(InboxRow.id == bindparam("entry")))
+_STATE = Prepared(select(INBOX.c.state).where(INBOX.c.id == bindparam("entry")))
 _HOLDER = Prepared(
-    select(InboxRow.id, InboxRow.worker, InboxRow.heartbeat_at).where(
-        InboxRow.bot == bindparam("bot"),
-        InboxRow.scope_key == bindparam("scope_key"),
-        InboxRow.state == ANSWERING,
+    select(INBOX.c.id, INBOX.c.worker, INBOX.c.heartbeat_at).where(
+        INBOX.c.bot == bindparam("bot"),
+        INBOX.c.scope_key == bindparam("scope_key"),
+        INBOX.c.state == ANSWERING,
     )
 )
 _REPLIES = Prepared(
-    update(InboxRow)
-    .where(InboxRow.id == bindparam("entry"))
-    .values(replies=bindparam("new_replies", type_=InboxRow.replies.type))
+    update(INBOX)
+    .where(INBOX.c.id == bindparam("entry"))
+    .values(replies=bindparam("new_replies", type_=INBOX.c.replies.type))
 )
 _FINISH = Prepared(
-    update(InboxRow)
+    update(INBOX)
     .where(
-        InboxRow.id == bindparam("entry"),
-        InboxRow.worker == bindparam("owner"),
-        InboxRow.state != DONE,
+        INBOX.c.id == bindparam("entry"),
+        INBOX.c.worker == bindparam("owner"),
+        INBOX.c.state != DONE,
     )
     .values(state=DONE, outcome=bindparam("new_outcome"), heartbeat_at=bindparam("now"))
 )
 _HEARTBEAT = (
-    update(InboxRow)
-    .where(InboxRow.worker == bindparam("owner"), InboxRow.state != DONE)
+    update(INBOX)
+    .where(INBOX.c.worker == bindparam("owner"), INBOX.c.state != DONE)
     .values(heartbeat_at=bindparam("now"))
 )
 _UNFINISHED = (
     select(*_COLUMNS)
-    .where(InboxRow.bot == bindparam("bot"), InboxRow.state != DONE)
-    .order_by(InboxRow.created_at)
+    .where(INBOX.c.bot == bindparam("bot"), INBOX.c.state != DONE)
+    .order_by(INBOX.c.created_at)
 )
 _CLAIM = (
-    update(InboxRow)
+    update(INBOX)
     .where(
-        InboxRow.id == bindparam("entry"),
-        InboxRow.worker == bindparam("old_owner"),
-        InboxRow.state != DONE,
+        INBOX.c.id == bindparam("entry"),
+        INBOX.c.worker == bindparam("old_owner"),
+        INBOX.c.state != DONE,
     )
     .values(state=RECEIVED, worker=bindparam("new_owner"), heartbeat_at=bindparam("now"))
 )
 _REQUEUE = (
-    update(InboxRow)
+    update(INBOX)
     .where(
-        InboxRow.id == bindparam("entry"),
-        InboxRow.worker == bindparam("owner"),
-        InboxRow.state == ANSWERING,
+        INBOX.c.id == bindparam("entry"),
+        INBOX.c.worker == bindparam("owner"),
+        INBOX.c.state == ANSWERING,
     )
     .values(state=RECEIVED)
 )
-_PRUNE = delete(InboxRow).where(InboxRow.state == DONE, InboxRow.heartbeat_at < bindparam("before"))
+_PRUNE = delete(INBOX).where(INBOX.c.state == DONE, INBOX.c.heartbeat_at < bindparam("before"))
 
 
 class LeaseLost(Exception):

@@ -1,8 +1,12 @@
-"""The SQL schema as typed declarative models.
+"""The SQL schema as SQLAlchemy Core tables.
 
 The tables are created and changed ONLY by migrations (migrations/versions/); these
-models are what the store queries and what alembic compares against. Ids are strings:
+tables are what the store queries and what alembic compares against. Ids are strings:
 uuid4 text, or the server's ids for the ChatGPT web backend.
+
+Core ``Table`` objects, not ORM models: the store runs plain statements and never
+loads objects, and ``sqlalchemy.orm`` (with its declarative mappers) cost every process
+~50 ms to import and set up.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Column,
     DateTime,
     Dialect,
     ForeignKey,
@@ -19,10 +24,10 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 ID_LENGTH = 255
@@ -65,61 +70,65 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-class ConversationRow(Base):
-    __tablename__ = "conversations"
+def _id(name: str, *args: Any, **kwargs: Any) -> Column[Any]:
+    """A string id column, NOT NULL unless ``nullable=True``."""
+    kwargs.setdefault("nullable", False)
+    return Column(name, String(ID_LENGTH), *args, **kwargs)
 
-    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+def _timestamp(name: str) -> Column[Any]:
+    return Column(name, UTCDateTime, nullable=False, default=utcnow)
 
 
-class MessageRow(Base):
-    """A node of a conversation's message tree; ``parent_id`` points towards the root."""
+CONVERSATIONS = Table(
+    "conversations",
+    metadata,
+    _id("id", primary_key=True),
+    _timestamp("created_at"),
+)
 
-    __tablename__ = "messages"
-
-    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
-    conversation_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("conversations.id"))
-    parent_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), ForeignKey("messages.id"))
-    role: Mapped[str] = mapped_column(String(16))
-    text: Mapped[str] = mapped_column(Text)
-    token_count: Mapped[int] = mapped_column(Integer, default=0)
+#: A node of a conversation's message tree; ``parent_id`` points towards the root.
+MESSAGES = Table(
+    "messages",
+    metadata,
+    _id("id", primary_key=True),
+    _id("conversation_id", ForeignKey("conversations.id")),
+    _id("parent_id", ForeignKey("messages.id"), nullable=True),
+    Column("role", String(16), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("token_count", Integer, nullable=False, default=0),
     # SQL NULL (not JSON null) for None: an empty extra reads back without a JSON decode.
-    extra: Mapped[dict[str, str] | None] = mapped_column(JSON(none_as_null=True))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    Column("extra", JSON(none_as_null=True), nullable=True),
+    _timestamp("created_at"),
+    Index("ix_messages_parent_id", "parent_id"),
+    Index("ix_messages_conversation_id", "conversation_id"),
+)
 
-    __table_args__ = (
-        Index("ix_messages_parent_id", "parent_id"),
-        Index("ix_messages_conversation_id", "conversation_id"),
-    )
+#: Where a chat scope's next turn hangs.
+SCOPE_HEADS = Table(
+    "scope_heads",
+    metadata,
+    _id("bot", primary_key=True),
+    _id("scope_key", primary_key=True),
+    _id("conversation_id", ForeignKey("conversations.id")),
+    _id("parent_message_id", ForeignKey("messages.id")),
+    _id("backend"),
+    _timestamp("updated_at"),
+)
 
-
-class ScopeHeadRow(Base):
-    """Where a chat scope's next turn hangs."""
-
-    __tablename__ = "scope_heads"
-
-    bot: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
-    scope_key: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
-    conversation_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("conversations.id"))
-    parent_message_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("messages.id"))
-    backend: Mapped[str] = mapped_column(String(ID_LENGTH))
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class MessageLinkRow(Base):
-    """A platform message (bot, chat, platform id) and the stored message it carries."""
-
-    __tablename__ = "message_links"
-
-    bot: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
-    chat_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
-    platform_message_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
-    message_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("messages.id"))
-    conversation_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("conversations.id"))
+#: A platform message (bot, chat, platform id) and the stored message it carries.
+MESSAGE_LINKS = Table(
+    "message_links",
+    metadata,
+    _id("bot", primary_key=True),
+    _id("chat_id", primary_key=True),
+    _id("platform_message_id", primary_key=True),
+    _id("message_id", ForeignKey("messages.id")),
+    _id("conversation_id", ForeignKey("conversations.id")),
+)
 
 
 # The inbox's states: a message is ``received`` (durable, waiting for its scope),
@@ -127,41 +136,36 @@ class MessageLinkRow(Base):
 # ``done`` (kept for a while so that a platform's re-delivery is recognised).
 RECEIVED, ANSWERING, DONE = "received", "answering", "done"
 
-
-class InboxRow(Base):
-    """A message the bot has taken on, from its arrival until its turn is over.
-
-    The row is what makes a turn safe beyond one process: it is written before the
-    platform learns the message arrived (so a crash cannot lose it), its ``answering``
-    state is the scope's lock across workers (a partial unique index), and it records
-    the platform messages the answer creates (so a restart can mend them).
-    """
-
-    __tablename__ = "inbox"
-
-    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
-    bot: Mapped[str] = mapped_column(String(ID_LENGTH))
-    scope_key: Mapped[str] = mapped_column(String(ID_LENGTH))
-    chat_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+#: A message the bot has taken on, from its arrival until its turn is over.
+#:
+#: The row is what makes a turn safe beyond one process: it is written before the
+#: platform learns the message arrived (so a crash cannot lose it), its ``answering``
+#: state is the scope's lock across workers (a partial unique index), and it records
+#: the platform messages the answer creates (so a restart can mend them).
+INBOX = Table(
+    "inbox",
+    metadata,
+    _id("id", primary_key=True),
+    _id("bot"),
+    _id("scope_key"),
+    _id("chat_id"),
     # The platform's id of the user's message; NULL (console) is never a duplicate.
-    message_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
-    state: Mapped[str] = mapped_column(String(16))
-    outcome: Mapped[str | None] = mapped_column(String(64))
-    message: Mapped[dict[str, Any]] = mapped_column(JSON)
-    replies: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True))
-    worker: Mapped[str] = mapped_column(String(ID_LENGTH))
-    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-    __table_args__ = (
-        Index("uq_inbox_message", "bot", "chat_id", "message_id", unique=True),
-        Index(
-            "uq_inbox_answering",
-            "bot",
-            "scope_key",
-            unique=True,
-            sqlite_where=text("state = 'answering'"),
-            postgresql_where=text("state = 'answering'"),
-        ),
-        Index("ix_inbox_state", "bot", "state"),
-    )
+    _id("message_id", nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("outcome", String(64), nullable=True),
+    Column("message", JSON, nullable=False),
+    Column("replies", JSON(none_as_null=True), nullable=True),
+    _id("worker"),
+    _timestamp("heartbeat_at"),
+    _timestamp("created_at"),
+    Index("uq_inbox_message", "bot", "chat_id", "message_id", unique=True),
+    Index(
+        "uq_inbox_answering",
+        "bot",
+        "scope_key",
+        unique=True,
+        sqlite_where=text("state = 'answering'"),
+        postgresql_where=text("state = 'answering'"),
+    ),
+    Index("ix_inbox_state", "bot", "state"),
+)

@@ -21,21 +21,21 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache, partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Integer, Row, Select, bindparam, delete, literal, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.orm import aliased
 
 from core.store.chains import RecentChains
-from core.store.engine import configure_sqlite, make_engine, sqlite_file
+from core.store.engine import configure_sqlite, make_engine, parse_database_url, sqlite_file
 from core.store.inbox import GET_HEAD, SQLInbox, finish_in
-from core.store.models import ConversationRow, MessageLinkRow, MessageRow, ScopeHeadRow, utcnow
+from core.store.models import CONVERSATIONS, MESSAGE_LINKS, MESSAGES, SCOPE_HEADS, utcnow
 from core.store.prepared import Prepared
 from core.store.units import EngineUnits, SQLiteUnits, Units
 from core.types import ScopeHead, StoredMessage, Turn
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = ["SQLStore", "ScopeHead", "Turn"]
 
@@ -54,13 +54,13 @@ _MessageRow = Row[str, str, str | None, str, str, int, dict[str, str] | None]
 def _select_messages() -> _MessageSelect:
     """SELECT of a message's columns, in ``_to_messages``' unpacking order."""
     return select(
-        MessageRow.id,
-        MessageRow.conversation_id,
-        MessageRow.parent_id,
-        MessageRow.role,
-        MessageRow.text,
-        MessageRow.token_count,
-        MessageRow.extra,
+        MESSAGES.c.id,
+        MESSAGES.c.conversation_id,
+        MESSAGES.c.parent_id,
+        MESSAGES.c.role,
+        MESSAGES.c.text,
+        MESSAGES.c.token_count,
+        MESSAGES.c.extra,
     )
 
 
@@ -74,32 +74,32 @@ def _history_statement() -> _MessageSelect:
     """
     budget = bindparam("budget", type_=Integer)  # one parameter, used twice
     columns = (
-        MessageRow.id,
-        MessageRow.conversation_id,
-        MessageRow.parent_id,
-        MessageRow.role,
-        MessageRow.text,
-        MessageRow.token_count,
-        MessageRow.extra,
+        MESSAGES.c.id,
+        MESSAGES.c.conversation_id,
+        MESSAGES.c.parent_id,
+        MESSAGES.c.role,
+        MESSAGES.c.text,
+        MESSAGES.c.token_count,
+        MESSAGES.c.extra,
     )
     anchor = (
         select(
             *columns,
             literal(1, Integer).label("depth"),
-            MessageRow.token_count.label("used"),
+            MESSAGES.c.token_count.label("used"),
         )
-        .where(MessageRow.id == bindparam("message_id"), MessageRow.token_count <= budget)
+        .where(MESSAGES.c.id == bindparam("message_id"), MESSAGES.c.token_count <= budget)
         .cte("chain", recursive=True)
     )
-    parent = aliased(MessageRow, name="parent")
-    used = anchor.c.used + parent.token_count
+    parent = MESSAGES.alias("parent")
+    used = anchor.c.used + parent.c.token_count
     step = (
         select(
-            *(getattr(parent, column.key) for column in columns),
+            *(parent.c[column.key] for column in columns),
             anchor.c.depth + 1,
             used,
         )
-        .join(anchor, parent.id == anchor.c.parent_id)
+        .join(anchor, parent.c.id == anchor.c.parent_id)
         .where(used <= budget, anchor.c.depth < bindparam("max_depth", type_=Integer))
     )
     chain = anchor.union_all(step)
@@ -116,20 +116,20 @@ def _history_statement() -> _MessageSelect:
 
 _HISTORY = Prepared(_history_statement())
 
-_GET_MESSAGE = Prepared(_select_messages().where(MessageRow.id == bindparam("message_id")))
+_GET_MESSAGE = Prepared(_select_messages().where(MESSAGES.c.id == bindparam("message_id")))
 
 _FIND_LINK = Prepared(
     _select_messages()
-    .join(MessageLinkRow, MessageLinkRow.message_id == MessageRow.id)
+    .join(MESSAGE_LINKS, MESSAGE_LINKS.c.message_id == MESSAGES.c.id)
     .where(
-        MessageLinkRow.bot == bindparam("bot"),
-        MessageLinkRow.chat_id == bindparam("chat_id"),
-        MessageLinkRow.platform_message_id == bindparam("platform_message_id"),
+        MESSAGE_LINKS.c.bot == bindparam("bot"),
+        MESSAGE_LINKS.c.chat_id == bindparam("chat_id"),
+        MESSAGE_LINKS.c.platform_message_id == bindparam("platform_message_id"),
     )
 )
 
-_RESET_HEAD = delete(ScopeHeadRow).where(
-    ScopeHeadRow.bot == bindparam("bot"), ScopeHeadRow.scope_key == bindparam("scope_key")
+_RESET_HEAD = delete(SCOPE_HEADS).where(
+    SCOPE_HEADS.c.bot == bindparam("bot"), SCOPE_HEADS.c.scope_key == bindparam("scope_key")
 )
 
 
@@ -156,25 +156,26 @@ class _Writes:
 @cache
 def _writes(dialect_name: str) -> _Writes:
     """The upserts for one dialect, built on first use and then shared."""
+    # Each dialect's module is imported when it is used (the PostgreSQL one is ~25 ms).
     if dialect_name == "sqlite":
-        insert: Any = sqlite.insert
+        from sqlalchemy.dialects.sqlite import insert
     elif dialect_name == "postgresql":
-        insert = postgresql.insert
+        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
     else:
         raise NotImplementedError(
             f"parley's SQL store supports SQLite and PostgreSQL, not {dialect_name}"
         )
-    messages = insert(MessageRow)
-    head = insert(ScopeHeadRow)
-    links = insert(MessageLinkRow)
+    messages = insert(MESSAGES)
+    head = insert(SCOPE_HEADS)
+    links = insert(MESSAGE_LINKS)
     return _Writes(
         conversations=Prepared(
-            insert(ConversationRow).on_conflict_do_nothing(index_elements=[ConversationRow.id]),
+            insert(CONVERSATIONS).on_conflict_do_nothing(index_elements=[CONVERSATIONS.c.id]),
             column_keys=("id", "created_at"),
         ),
         messages=Prepared(
             messages.on_conflict_do_update(
-                index_elements=[MessageRow.id],
+                index_elements=[MESSAGES.c.id],
                 set_={
                     "text": messages.excluded.text,
                     "token_count": messages.excluded.token_count,
@@ -185,7 +186,7 @@ def _writes(dialect_name: str) -> _Writes:
         ),
         head=Prepared(
             head.on_conflict_do_update(
-                index_elements=[ScopeHeadRow.bot, ScopeHeadRow.scope_key],
+                index_elements=[SCOPE_HEADS.c.bot, SCOPE_HEADS.c.scope_key],
                 set_={
                     "conversation_id": head.excluded.conversation_id,
                     "parent_message_id": head.excluded.parent_message_id,
@@ -198,9 +199,9 @@ def _writes(dialect_name: str) -> _Writes:
         links=Prepared(
             links.on_conflict_do_update(
                 index_elements=[
-                    MessageLinkRow.bot,
-                    MessageLinkRow.chat_id,
-                    MessageLinkRow.platform_message_id,
+                    MESSAGE_LINKS.c.bot,
+                    MESSAGE_LINKS.c.chat_id,
+                    MESSAGE_LINKS.c.platform_message_id,
                 ],
                 set_={
                     "message_id": links.excluded.message_id,
@@ -253,33 +254,51 @@ class SQLStore:
     the token budget (zero-token messages would otherwise walk a whole long thread).
     Every operation is one unit of work (core/store/units.py): on a SQLite file, one
     hand-off to the store's database thread, where concurrent units commit together.
-    ``engine`` is an async engine on the same database, for migrations and checks.
+    ``engine`` is an async engine on the same database, for migrations and checks; on
+    a SQLite file no store operation needs it, so it is built when first asked for
+    (a one-shot ``parley ask`` at head never builds it: ~30 ms of start-up).
     """
 
     def __init__(self, url: str, *, max_history_depth: int = 10_000, **engine_kwargs: Any) -> None:
         self.url = url
         self.max_history_depth = max_history_depth
-        self.engine: AsyncEngine = make_engine(url, **engine_kwargs)
-        dialect = self.engine.dialect.name
+        parsed = parse_database_url(url)
+        path = sqlite_file(parsed)
+        self._engine: AsyncEngine | None = None
+        self._engine_kwargs = engine_kwargs
+        if path is None:
+            self._engine = make_engine(parsed, **engine_kwargs)
+            dialect = self._engine.dialect.name
+        else:
+            dialect = parsed.get_backend_name()
+        self.dialect_name = dialect
         _writes(dialect)  # refuse an unsupported database now, not at the first commit
         # On SQLite (one writer at a time) without the database thread, concurrent
         # turns would queue in SQLite's busy handler, sleeping up to 100 ms a retry while
         # holding pooled connections; in-process they queue on this lock instead.
         self._writing = asyncio.Lock() if dialect == "sqlite" else None
-        path = sqlite_file(self.engine.url)
         self.units: Units
         if path is not None:
-            self.units = SQLiteUnits(self.engine.url, partial(configure_sqlite, wal=True))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.units = SQLiteUnits(parsed, partial(configure_sqlite, wal=True))
         else:
             self.units = EngineUnits(self.engine, self._write, group=dialect == "postgresql")
         self.inbox = SQLInbox(self.units, dialect)
         self._chains = RecentChains()  # busy chats' histories, without a query
 
+    @property
+    def engine(self) -> AsyncEngine:
+        """An async engine on the store's database (built on first use)."""
+        if self._engine is None:
+            self._engine = make_engine(parse_database_url(self.url), **self._engine_kwargs)
+        return self._engine
+
     async def aclose(self) -> None:
         try:
             await self.units.aclose()
         finally:
-            await self.engine.dispose()
+            if self._engine is not None:
+                await self._engine.dispose()
 
     def _write(self) -> contextlib.AbstractAsyncContextManager[object]:
         return self._writing if self._writing is not None else contextlib.nullcontext()
@@ -309,7 +328,7 @@ class SQLStore:
         """Record messages (an upsert per id), creating their conversations if missing."""
         if not messages:
             return
-        writes = _writes(self.engine.dialect.name)
+        writes = _writes(self.dialect_name)
         now = utcnow()
         conversations = _conversation_rows((m.conversation_id for m in messages), now)
         rows = _message_rows(messages, now)
@@ -360,7 +379,7 @@ class SQLStore:
         written, if another worker has taken the entry over).
         """
         user, assistant = turn.user, turn.assistant
-        writes = _writes(self.engine.dialect.name)
+        writes = _writes(self.dialect_name)
         now = utcnow()
         conversations = _conversation_rows((user.conversation_id, assistant.conversation_id), now)
         messages = _message_rows((user, assistant), now)

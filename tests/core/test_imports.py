@@ -1,5 +1,7 @@
 """What importing the core costs every process: no HTTP client, markdown or tokenizer
-until something uses them (issue 10: `parley ask` spent ~0.35 s on such imports)."""
+until something uses them (issue 10: `parley ask` spent ~0.35 s on such imports); no
+SQLAlchemy ORM (the schema is Core tables), no asyncio extension until an async engine
+is built, no prometheus_client until metrics are on."""
 
 from __future__ import annotations
 
@@ -13,7 +15,17 @@ import pytest
 import core
 
 REPO = Path(__file__).resolve().parents[2]
-HEAVY = ("aiohttp", "markdown_it", "core.backends.chatgpt_web", "tiktoken", "alembic")
+HEAVY = (
+    "aiohttp",
+    "markdown_it",
+    "core.backends.chatgpt_web",
+    "tiktoken",
+    "alembic",
+    "sqlalchemy.orm",
+    "sqlalchemy.ext.asyncio",
+    "aiosqlite",
+    "prometheus_client",
+)
 
 
 def _imported_after(statement: str) -> list[str]:
@@ -50,6 +62,13 @@ def test_the_public_names_still_import() -> None:
     assert set(core.__all__) <= set(dir(core))
     with pytest.raises(AttributeError):
         core.NoSuchName  # noqa: B018
+
+
+def test_what_is_deferred_loads_when_used() -> None:
+    assert _imported_after("from core.metrics import Metrics; Metrics()") == ["prometheus_client"]
+    assert _imported_after(
+        "from core.store.engine import make_engine; make_engine('sqlite+aiosqlite://')"
+    ) == ["sqlalchemy.orm", "sqlalchemy.ext.asyncio", "aiosqlite"]
 
 
 def test_the_web_client_loads_when_asked_for() -> None:

@@ -16,7 +16,7 @@ from sqlalchemy import insert
 from core.chat_service import INTERRUPTED_TEXT, ChatService, Outcome
 from core.incoming import IncomingMessage, ReplySink
 from core.store.inbox import Taken
-from core.store.models import ANSWERING, RECEIVED, InboxRow
+from core.store.models import ANSWERING, INBOX, RECEIVED
 from core.store.models import utcnow as now
 from core.store.sql import SQLStore
 from core.workers import HEARTBEAT_TTL, is_gone, this_worker
@@ -220,7 +220,7 @@ async def test_turns_of_one_scope_are_answered_in_the_order_they_came(
         async with blocker.engine.connect() as conn:
             await conn.begin()
             await conn.execute(
-                insert(InboxRow).values(
+                insert(INBOX).values(
                     id="blocker", bot="bot", scope_key="other", chat_id=first.chat_id,
                     message_id=first.message_id, state=RECEIVED, message={},
                     worker="elsewhere", heartbeat_at=now(), created_at=now(),

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from bots.app import App
-from core.store.models import InboxRow, MessageRow, ScopeHeadRow
+from core.store.models import INBOX, MESSAGES, SCOPE_HEADS
 
 # The bot and its fakes, shared with the Telegram adapter's tests.
 from tests.adapters.telegram.conftest import llm, start_bot, tg  # noqa: F401
@@ -57,16 +57,16 @@ async def stored(app: App) -> Stored:
     async with app.store.engine.connect() as conn:
         messages = (
             await conn.execute(
-                select(MessageRow.id, MessageRow.parent_id, MessageRow.role, MessageRow.text)
+                select(MESSAGES.c.id, MESSAGES.c.parent_id, MESSAGES.c.role, MESSAGES.c.text)
             )
         ).all()
         heads = (
-            await conn.execute(select(ScopeHeadRow.scope_key, ScopeHeadRow.parent_message_id))
+            await conn.execute(select(SCOPE_HEADS.c.scope_key, SCOPE_HEADS.c.parent_message_id))
         ).all()
         inbox = (
             await conn.execute(
-                select(InboxRow.message_id, InboxRow.state, InboxRow.outcome).order_by(
-                    InboxRow.created_at
+                select(INBOX.c.message_id, INBOX.c.state, INBOX.c.outcome).order_by(
+                    INBOX.c.created_at
                 )
             )
         ).all()

@@ -21,7 +21,7 @@ from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection
 
 from core.store.engine import make_engine
-from core.store.models import Base
+from core.store.models import metadata
 from core.store.sql import SQLStore
 from core.types import StoredMessage
 from migrations import runner
@@ -67,7 +67,7 @@ async def test_hand_written_migration_matches_the_models(db_url: str) -> None:
 
     def diff(conn: Connection) -> list[Any]:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
-        return list(compare_metadata(context, Base.metadata))
+        return list(compare_metadata(context, metadata))
 
     try:
         async with engine.connect() as conn:
@@ -240,6 +240,65 @@ def test_a_start_at_head_does_not_import_alembic(tmp_path: Path) -> None:
         "from migrations.runner import upgrade\n"
         f"asyncio.run(upgrade({url!r}))\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+# --- the app's upgrade through the store's own connections ---------------------------
+
+
+async def test_upgrade_store_migrates_a_new_database_and_one_behind_head(db_url: str) -> None:
+    store = SQLStore(db_url)
+    try:
+        await runner.upgrade_store(store)  # a new database: the check fails, alembic runs
+        assert await runner.current(db_url) == HEAD
+        assert await _tables(db_url) == TABLES
+        await store.add_messages([StoredMessage("m1", "c1", None, "user", "hi", 1)])
+        await runner.upgrade_store(store)  # at head: only the read
+    finally:
+        await store.aclose()
+    await runner.downgrade(db_url, "0001")
+    store = SQLStore(db_url)
+    try:
+        await runner.upgrade_store(store)
+        assert await runner.current(db_url) == HEAD
+        assert await store.get_message("m1") == StoredMessage("m1", "c1", None, "user", "hi", 1)
+    finally:
+        await store.aclose()
+
+
+async def test_upgrade_store_at_head_does_not_wait_for_the_migration_lock(db_url: str) -> None:
+    await runner.upgrade(db_url)
+    store = SQLStore(db_url)
+    try:
+        async with _locked_against_migrations(db_url):
+            await asyncio.wait_for(runner.upgrade_store(store), 3)
+    finally:
+        await store.aclose()
+
+
+def test_a_start_at_head_on_a_sqlite_file_builds_no_async_engine(tmp_path: Path) -> None:
+    """On a SQLite file every store operation runs on pysqlite (core/store/units.py):
+    at head, the start's schema check is one of those, and aiosqlite, SQLAlchemy's
+    asyncio extension (and the ORM it pulls in) stay unloaded."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'current.db'}"
+    asyncio.run(runner.upgrade(url))
+    script = (
+        "import asyncio, sys\n"
+        "from core.store.sql import SQLStore\n"
+        "from migrations.runner import upgrade_store\n"
+        "async def main():\n"
+        f"    store = SQLStore({url!r})\n"
+        "    await upgrade_store(store)\n"
+        "    await store.reset_head('bot', 'scope')\n"
+        "    await store.aclose()\n"
+        "asyncio.run(main())\n"
+        "heavy = ('aiosqlite', 'sqlalchemy.ext.asyncio', 'sqlalchemy.orm', 'alembic')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=REPO

@@ -14,7 +14,7 @@ from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from core.store.history import HistoryStore, InMemoryHistoryStore
-from core.store.models import ConversationRow, MessageLinkRow, MessageRow
+from core.store.models import CONVERSATIONS, MESSAGE_LINKS, MESSAGES
 from core.store.sql import ScopeHead, SQLStore, Turn
 from core.types import StoredMessage
 
@@ -195,12 +195,12 @@ async def test_add_messages_is_an_idempotent_upsert(store: SQLStore) -> None:
     await store.add_messages([first])
     await store.add_messages([first])
     assert await store.get_message("x") == first
-    assert await count(store, ConversationRow) == 1
+    assert await count(store, CONVERSATIONS) == 1
 
     edited = StoredMessage("x", "new-conv", None, "user", "final", 3)
     await store.add_messages([edited, edited])
     assert await store.get_message("x") == edited
-    assert await count(store, MessageRow) == 1
+    assert await count(store, MESSAGES) == 1
     assert await store.get_message("nope") is None
 
 
@@ -217,13 +217,13 @@ async def test_commit_turn_writes_everything_and_moves_the_head(store: SQLStore)
     await store.commit_turn(turn("u2", "a2", "a1"))
     assert await store.get_head("bot", "chat:1") == ScopeHead("c1", "a2", "openai")
     assert ids(await store.history("a2", 100)) == ["u1", "a1", "u2", "a2"]
-    assert await count(store, ConversationRow) == 1
-    assert await count(store, MessageLinkRow) == 4
+    assert await count(store, CONVERSATIONS) == 1
+    assert await count(store, MESSAGE_LINKS) == 4
 
 
 async def test_a_failing_commit_writes_nothing(store: SQLStore) -> None:
     await store.commit_turn(turn("u1", "a1", None))
-    before = [await count(store, m) for m in (ConversationRow, MessageRow, MessageLinkRow)]
+    before = [await count(store, m) for m in (CONVERSATIONS, MESSAGES, MESSAGE_LINKS)]
 
     # The link is written last: its foreign key fails after everything else went in.
     bad_link = turn("u2", "a2", "a1", conv="c9", links=[("chat", "p-x", "no-such-message")])
@@ -237,7 +237,7 @@ async def test_a_failing_commit_writes_nothing(store: SQLStore) -> None:
     assert await store.get_head("bot", "chat:2") is None
     for missing in ("u2", "a2", "u3", "a3"):
         assert await store.get_message(missing) is None
-    after = [await count(store, m) for m in (ConversationRow, MessageRow, MessageLinkRow)]
+    after = [await count(store, m) for m in (CONVERSATIONS, MESSAGES, MESSAGE_LINKS)]
     assert after == before
     assert await store.find_link("bot", "chat", "p-u2") is None
 
@@ -267,7 +267,7 @@ async def test_concurrent_turns_all_commit(store: SQLStore) -> None:
 async def test_timestamps_are_utc_aware(store: SQLStore) -> None:
     await store.commit_turn(turn("u1", "a1", None))
     async with store.engine.connect() as conn:
-        created = (await conn.execute(select(MessageRow.created_at))).scalars().all()
+        created = (await conn.execute(select(MESSAGES.c.created_at))).scalars().all()
     assert created
     assert all(ts.tzinfo is not None and ts.utcoffset() == UTC.utcoffset(None) for ts in created)
 
@@ -295,7 +295,7 @@ async def test_an_empty_extra_is_stored_as_sql_null(store: SQLStore) -> None:
     )
     async with store.engine.connect() as conn:
         nulls = (
-            (await conn.execute(select(MessageRow.id).where(MessageRow.extra.is_(None))))
+            (await conn.execute(select(MESSAGES.c.id).where(MESSAGES.c.extra.is_(None))))
             .scalars()
             .all()
         )
