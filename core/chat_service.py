@@ -25,7 +25,7 @@ from core.store.errors import describe_database_error, is_database_error
 from core.store.inbox import InboxEntry, LeaseLost, SQLInbox
 from core.store.models import utcnow
 from core.turn_gate import Ticket, TurnGate
-from core.types import ChatResponse, ScopeHead, StoredMessage, Turn
+from core.types import ChatResponse, StoredMessage, Turn
 from core.user_limits import UserRateLimit
 from core.workers import is_gone
 
@@ -61,8 +61,6 @@ LONG_TEXT = 20_000  # characters; longer texts are tokenized off the event loop
 
 class ConversationStore(Protocol):
     """What the chat service needs from the store (core/store/sql.py implements it)."""
-
-    async def get_head(self, bot: str, scope_key: str) -> ScopeHead | None: ...
 
     async def reset_head(self, bot: str, scope_key: str) -> None: ...
 

@@ -52,7 +52,6 @@ class _Compiled:
     sql: str
     names: tuple[str, ...]
     defaults: dict[str, Any]  # values of literal binds, e.g. ``literal(1)``
-    binds: tuple[_Processor, ...]
     processed: tuple[tuple[int, Callable[[Any], Any]], ...]  # (parameter, bind processor)
     results: tuple[tuple[int, Callable[[Any], Any]], ...]  # (column, processor)
 
@@ -102,7 +101,7 @@ class Prepared:
             name: bind.value for name, bind in compiled.binds.items() if bind.value is not None
         }
         processed = tuple((i, p) for i, p in enumerate(binds) if p is not None)
-        return _Compiled(compiled.string, names, defaults, binds, processed, tuple(results))
+        return _Compiled(compiled.string, names, defaults, processed, tuple(results))
 
 
 def _positional(compiled: _Compiled, params: Params) -> list[Any]:

@@ -25,7 +25,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
@@ -144,7 +144,7 @@ class EngineUnits:
         else:
             for job, result in zip(batch, results, strict=True):
                 job.result = result
-        SQLiteThread._deliver(batch)
+        _deliver(batch)
 
 
 @dataclass(eq=False, slots=True)
@@ -155,7 +155,6 @@ class _Job:
     future: asyncio.Future[Any] | None
     result: Any = None
     error: BaseException | None = None
-    done: bool = field(default=False)
 
 
 _STOP = object()
@@ -222,16 +221,6 @@ class SQLiteThread:
                 thread.start()
                 self._thread = thread
 
-    @staticmethod
-    def _deliver(jobs: list[_Job]) -> None:
-        for job in jobs:
-            if job.future is None or job.future.cancelled():
-                continue
-            if job.error is not None:
-                job.future.set_exception(job.error)
-            else:
-                job.future.set_result(job.result)
-
     # -- the thread's side ---------------------------------------------------------------
 
     def _serve(self) -> None:
@@ -266,7 +255,7 @@ class SQLiteThread:
                     by_loop.setdefault(job.loop, []).append(job)
             for loop, jobs in by_loop.items():
                 with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
-                    loop.call_soon_threadsafe(self._deliver, jobs)
+                    loop.call_soon_threadsafe(_deliver, jobs)
             if stop:
                 return
 
@@ -281,14 +270,30 @@ class SQLiteThread:
             _run_batch(self._connection(), batch)
 
     def _connection(self) -> Connection:
-        # Kept open between batches: a checkout and its reset cost as much as a unit.
-        conn = self._conn
-        if conn is None or conn.closed or conn.invalidated:
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    conn.close()
-            conn = self._conn = self._engine.connect()
+        self._conn = _kept_open(self._engine, self._conn)
+        return self._conn
+
+
+def _deliver(jobs: list[_Job]) -> None:
+    """Hand finished jobs' results to whoever awaits them (on the jobs' loop)."""
+    for job in jobs:
+        if job.future is None or job.future.cancelled():
+            continue
+        if job.error is not None:
+            job.future.set_exception(job.error)
+        else:
+            job.future.set_result(job.result)
+
+
+def _kept_open(engine: Engine, conn: Connection | None) -> Connection:
+    """``conn``, or a new connection if it is gone. Kept open between batches: a
+    checkout and its reset cost as much as a unit."""
+    if conn is not None and not conn.closed and not conn.invalidated:
         return conn
+    if conn is not None:
+        with contextlib.suppress(Exception):
+            conn.close()
+    return engine.connect()
 
 
 def _run_batch(conn: Connection, batch: list[_Job], *, busy_is_final: bool = True) -> None:
@@ -403,10 +408,8 @@ class SQLiteUnits:
             self._engine.dispose()
 
     def _connection(self) -> Connection:
-        conn = self._conn
-        if conn is None or conn.closed or conn.invalidated:
-            conn = self._conn = self._engine.connect()
-        return conn
+        self._conn = _kept_open(self._engine, self._conn)
+        return self._conn
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
@@ -424,7 +427,7 @@ class SQLiteUnits:
         except BaseException as exc:  # no connection at all (file gone, disk error)
             for job in batch:
                 job.error = exc
-        SQLiteThread._deliver(batch)
+        _deliver(batch)
         self._committed()
 
     async def _on_thread(self, job: _Job) -> None:
